@@ -1,0 +1,1 @@
+"""RPO adaptive-margin patch layer over the pinned PyPI llamafactory release."""

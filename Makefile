@@ -1,0 +1,33 @@
+# The two README commands: `make demo` and `make test` (both run `make setup` first).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?=
+QUICK ?=
+STAMP := $(VENV)/.setup-stamp$(if $(EXTRAS),-$(EXTRAS))
+SETUP_INPUTS := requirements.txt requirements-dev.txt requirements-gpu.txt pyproject.toml \
+	LLaMA-Factory/pyproject.toml LLaMA-Factory/hatch_build.py LLaMA-Factory/rpo_llamafactory.pth
+
+.PHONY: setup demo test browser clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt \
+		$(if $(filter gpu,$(EXTRAS)),-r requirements-gpu.txt) -e ./LLaMA-Factory -e .
+	touch $@
+
+# Headless Chromium (Debian package) for the SysBank web page tests.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	$(BIN)/python -m rpo.demo.run $(if $(QUICK),--quick)
+
+test: setup browser
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf out

@@ -1,0 +1,255 @@
+"""Safe, streaming file I/O shared by every stage.
+
+- readers validate each record and name file, line and field on failure (`InputError`);
+- long stages append JSONL and resume from what is already there (`JsonlAppender`, `completed_keys`);
+- whole files are written to a temp file and renamed (`atomic_write`, `JsonArrayWriter`);
+- work can be split into shards (`Shard`).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class InputError(Exception):
+    """Bad input: the message is one line naming file, record and field."""
+
+
+def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
+    """Open a UTF-8 text file, transparently gunzipping `*.gz`."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, mode, encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """First error of a pydantic ValidationError as `field a.b[0]: message`."""
+    first = err.errors()[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    return f"field {loc or '<record>'}: {first['msg']}"
+
+
+def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -> T:
+    """Validate one JSONL line, raising `InputError` that names file, line, record id and field."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as err:
+        record_id = obj.get("session_id") or obj.get("id") or obj.get("gptId")
+        record = f" (record {record_id})" if record_id else ""
+        raise InputError(f"{path}: line {lineno}{record}: {describe_validation_error(err)}") from None
+
+
+def read_jsonl(path: str | Path, model: type[T]) -> Iterator[T]:
+    """Stream validated records from a JSONL(.gz) file; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                yield parse_jsonl_line(line, model, path, lineno)
+
+
+def read_jsonl_dicts(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Stream raw objects from a JSONL file written by this toolkit, ignoring a torn last line."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open_text(path) as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                return  # interrupted write: the appender truncates it on resume
+            if line.strip():
+                yield json.loads(line)
+
+
+def dumps(record: BaseModel | dict[str, Any]) -> str:
+    """Compact UTF-8 JSON for one record (pydantic models keep their aliases, drop Nones they never had)."""
+    if isinstance(record, BaseModel):
+        record = record.model_dump(by_alias=True, exclude_unset=True)
+    return json.dumps(record, ensure_ascii=False)
+
+
+class JsonlAppender:
+    """Append-only JSONL output that survives interruption.
+
+    On open, a torn last line (a write cut short by a kill) is truncated away, so the file is
+    always a sequence of complete records; every record is flushed as soon as it is written.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _truncate_torn_tail(self.path)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: BaseModel | dict[str, Any]) -> None:
+        self._fh.write(dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        data_end = fh.seek(0, os.SEEK_END)
+        chunk = min(data_end, 1 << 20)
+        while True:
+            fh.seek(data_end - chunk)
+            buf = fh.read(chunk)
+            cut = buf.rfind(b"\n")
+            if cut >= 0:
+                fh.truncate(data_end - chunk + cut + 1)
+                return
+            if chunk == data_end:
+                fh.truncate(0)
+                return
+            chunk = min(data_end, chunk * 2)
+
+
+def completed_keys(path: str | Path, key: Callable[[dict[str, Any]], Any]) -> set[Any]:
+    """Keys of the records already in an append-only output: what a resumed run skips."""
+    return {key(obj) for obj in read_jsonl_dicts(path)}
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a temp file beside `path`, then rename over it: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JsonArrayWriter:
+    """Stream records into one JSON array file (LLaMA-Factory's dataset format), atomically.
+
+    Memory stays flat however many records pass through.
+    """
+
+    def __init__(self, path: str | Path):
+        self._ctx = atomic_write(path)
+        self._fh: IO[str] | None = None
+        self.count = 0
+
+    def __enter__(self) -> JsonArrayWriter:
+        self._fh = self._ctx.__enter__()
+        self._fh.write("[")
+        return self
+
+    def write(self, record: BaseModel | dict[str, Any]) -> None:
+        assert self._fh is not None
+        self._fh.write(("\n" if self.count == 0 else ",\n") + dumps(record))
+        self.count += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            assert self._fh is not None
+            self._fh.write("\n]\n" if self.count else "]\n")
+        self._ctx.__exit__(exc_type, exc, tb)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write one JSON document atomically (pretty-printed, UTF-8)."""
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2)
+        fh.write("\n")
+
+
+def update_dataset_info(dataset_dir: str | Path, name: str, entry: dict[str, Any]) -> Path:
+    """Add or replace one dataset in `{dataset_dir}/dataset_info.json`, keeping the others."""
+    info_path = Path(dataset_dir) / "dataset_info.json"
+    info: dict[str, Any] = {}
+    if info_path.exists():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise InputError(f"{info_path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+    info[name] = entry
+    write_json(info_path, info)
+    return info_path
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0-based, written `index/count`), selecting items round-robin."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, spec: str | None) -> Shard:
+        if spec in (None, ""):
+            return cls()
+        try:
+            index, count = (int(part) for part in str(spec).split("/"))
+        except ValueError:
+            raise InputError(f"--shard: expected INDEX/COUNT such as 0/4, got {spec!r}") from None
+        if count < 1 or not 0 <= index < count:
+            raise InputError(f"--shard: need 0 <= INDEX < COUNT, got {spec!r}")
+        return cls(index, count)
+
+    def select(self, items: Iterable[T]) -> Iterator[T]:
+        return (item for i, item in enumerate(items) if i % self.count == self.index)
+
+    def path(self, path: str | Path) -> Path:
+        """Per-shard output path: `x.jsonl` → `x.shard-0-of-4.jsonl` (unchanged for one shard)."""
+        path = Path(path)
+        if self.count == 1:
+            return path
+        return path.with_name(f"{path.stem}.shard-{self.index}-of-{self.count}{path.suffix}")
+
+
+def exit_on_input_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for CLI entry points: an `InputError` becomes one stderr line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,110 @@
+"""Pydantic models for every record the toolkit reads or writes (SPEC §4).
+
+Readers validate with these models so a bad record is reported with its file, line and field
+instead of failing somewhere downstream.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Record(BaseModel):
+    """Base: unknown keys are kept (optional fields such as timings travel through untouched)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ProfileCore(_Record):
+    """The part of a system profile that a system prompt is rendered from."""
+
+    name: str
+    description: str = ""
+    skills: list[str] = Field(default_factory=list)
+    constraints: list[str]
+
+
+class SystemProfile(ProfileCore):
+    """A SysBank record in normalised form (SPEC §4.1)."""
+
+    id: str
+    source: str = ""
+    system_prompt: str = ""
+    inspired_corpus: str | None = None
+    gen_model: str | None = None
+
+
+class UserProfile(_Record):
+    """A user persona that drives the user side of self-play."""
+
+    id: str
+    persona: str
+    profile: str = ""
+
+
+class Sample(_Record):
+    """One sampled response and the judge's per-constraint verdicts.
+
+    `follows` is None when the judge could not produce a well-formed verdict after retries: the
+    sample is kept (and counted) as unjudged, never guessed.
+    """
+
+    response: str
+    follows: list[bool] | None
+
+
+class Turn(_Record):
+    query: str
+    reference_response: str
+    samples: list[Sample] = Field(default_factory=list)
+
+
+class SessionDetail(_Record):
+    """Output of sampling + judging, input of pair construction (SPEC §4.2)."""
+
+    session_id: str
+    profile: ProfileCore
+    reversed_constraints: list[str | None]
+    turns: list[Turn]
+
+    @model_validator(mode="after")
+    def _lengths_match(self) -> SessionDetail:
+        n = len(self.profile.constraints)
+        if len(self.reversed_constraints) != n:
+            raise ValueError(
+                f"reversed_constraints has {len(self.reversed_constraints)} items but profile.constraints has {n}"
+            )
+        for t, turn in enumerate(self.turns):
+            for s, sample in enumerate(turn.samples):
+                if sample.follows is not None and len(sample.follows) != n:
+                    raise ValueError(
+                        f"turns[{t}].samples[{s}].follows has {len(sample.follows)} items, expected {n}"
+                    )
+        return self
+
+
+class Message(BaseModel):
+    """A sharegpt message (`from` is a Python keyword, hence the alias)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    role: str = Field(alias="from")
+    value: str
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role not in {"system", "human", "gpt", "observation", "function_call"}:
+            raise ValueError(f"unknown sharegpt role {role!r}")
+        return role
+
+
+class PreferenceRecord(_Record):
+    """One LLaMA-Factory sharegpt ranking example (SPEC §4.3)."""
+
+    conversations: list[Message]
+    chosen: Message
+    rejected: Message
+    margin: float | None = None
+    session_id: str | None = None
+    turn: int | None = None
