@@ -1,0 +1,324 @@
+"""One async client for every LLM role of the pipeline.
+
+Why each part is here:
+- roles map to OpenAI-compatible endpoints through `PipelineConfig`, so an API model, a local
+  `vllm serve` and `llamafactory-cli api` are interchangeable;
+- a global semaphore bounds the requests in flight (rate limits, local server capacity);
+- 429/5xx/timeouts/connection errors are retried with exponential backoff and jitter (the SDK's own
+  retries are off, so nothing retries twice), honouring `Retry-After`;
+- every answer is cached on disk under the sha256 of the full request, so a rerun costs no calls;
+- servers that return fewer than `n` choices (no `n` support) are topped up with more requests;
+- token counts and cost are tallied per role for the usage table every stage prints.
+
+API keys are read from the environment when a role's first request is made and go only into the
+request's Authorization header: never into cache files, outputs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from rpo.utils.io import InputError, atomic_write
+from rpo.utils.pipeline_config import PipelineConfig, RoleConfig
+
+OPENAI_URL = "https://api.openai.com/v1"
+CACHE_VERSION = 1
+_ROLE_FIELDS = {"model", "temperature", "top_p", "max_tokens", "timeout_s", "extra_body"}
+
+
+class LLMError(RuntimeError):
+    """A request failed for good (retries exhausted, or an error that retrying cannot fix)."""
+
+
+@dataclass
+class ChatResult:
+    """The `n` reply texts of one chat request and what they cost in tokens."""
+
+    texts: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool
+
+
+@dataclass
+class _RoleUsage:
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+
+def is_loopback(base_url: str | None) -> bool:
+    """Whether a URL points at this machine (local servers need no real key)."""
+    host = urlparse(base_url or "").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _retryable(err: BaseException) -> bool:
+    if isinstance(err, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(err, openai.APIStatusError):
+        return err.status_code in (408, 409, 429) or err.status_code >= 500
+    return False
+
+
+def _retry_after_s(err: BaseException | None) -> float | None:
+    response = getattr(err, "response", None)
+    if response is None:
+        return None
+    value = response.headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            return None
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, openai.APIStatusError):
+        return f"HTTP {err.status_code} from {err.request.url}"
+    if isinstance(err, openai.APITimeoutError):
+        return f"timed out waiting for {err.request.url}"
+    if isinstance(err, openai.APIConnectionError):
+        return f"could not connect to {err.request.url}"
+    return f"{type(err).__name__}: {err}"
+
+
+class LLMClient:
+    """Chat completions for named roles, with bounded concurrency, retries, caching and usage."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._clients: dict[tuple[str, str | None], openai.AsyncOpenAI] = {}
+        self._usage: dict[str, _RoleUsage] = {}
+        self._n_cap: dict[tuple[str, str], int] = {}
+        self._cache_dir = Path(config.cache_dir) if config.cache_dir else None
+
+    async def chat(self, role: str, messages: list[dict], n: int = 1, **overrides: Any) -> ChatResult:
+        """`n` replies from `role` to `messages`; `overrides` replace the role's settings for this call.
+
+        Overrides named like a role setting (temperature, top_p, max_tokens, timeout_s, model,
+        extra_body) replace it; any other (stop, seed, response_format, ...) is sent in the body.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        settings = self._settings(self.config.role(role), overrides)
+        usage = self._usage.setdefault(role, _RoleUsage())
+        request = {"messages": messages, "n": n, **settings["request"]}
+        key = self._cache_key(settings["base_url"], request)
+        cached = self._cache_read(key)
+        if cached is not None:
+            usage.cache_hits += 1
+            return ChatResult(cached["texts"], cached["prompt_tokens"], cached["completion_tokens"], True)
+        result = await self._complete(role, settings, messages, n)
+        self._cache_write(key, result)
+        return result
+
+    def usage(self) -> dict[str, dict]:
+        """Per role: calls (requests answered), cache hits, retries, tokens and cost."""
+        return {role: dict(vars(u)) for role, u in sorted(self._usage.items())}
+
+    def usage_table(self) -> str:
+        """A fixed-width usage table with a total row, for the end of every stage."""
+        header = ("role", "calls", "cache_hits", "retries", "prompt_tok", "completion_tok", "cost_usd")
+        rows = [
+            (role, u["calls"], u["cache_hits"], u["retries"], u["prompt_tokens"], u["completion_tokens"],
+             f"{u['cost']:.4f}")
+            for role, u in self.usage().items()
+        ]
+        totals = [sum(row[i] for row in rows) for i in range(1, 6)]
+        rows.append(("total", *totals, f"{sum(u['cost'] for u in self.usage().values()):.4f}"))
+        widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+        lines = [
+            "  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in
+                      enumerate(zip(row, widths)))
+            for row in (header, *rows)
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    async def aclose(self) -> None:
+        """Close every HTTP connection pool."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- request assembly ------------------------------------------------------------------------
+
+    @staticmethod
+    def _settings(role: RoleConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+        merged = {**role.model_dump(), **{k: v for k, v in overrides.items() if k in _ROLE_FIELDS}}
+        body = {**merged["extra_body"], **{k: v for k, v in overrides.items() if k not in _ROLE_FIELDS}}
+        request: dict[str, Any] = {
+            "model": merged["model"],
+            "temperature": merged["temperature"],
+            "max_tokens": merged["max_tokens"],
+        }
+        if merged["top_p"] is not None:
+            request["top_p"] = merged["top_p"]
+        if body:
+            request["extra_body"] = body
+        return {
+            "base_url": role.base_url or OPENAI_URL,
+            "api_key_env": role.api_key_env,
+            "timeout_s": merged["timeout_s"],
+            "price": (role.price_per_1k_input, role.price_per_1k_output),
+            "request": request,
+        }
+
+    def _client(self, base_url: str, api_key_env: str | None) -> openai.AsyncOpenAI:
+        client = self._clients.get((base_url, api_key_env))
+        if client is None:
+            api_key = os.environ.get(api_key_env) if api_key_env else None
+            if not api_key:
+                if api_key_env and not is_loopback(base_url):
+                    raise InputError(
+                        f"environment variable {api_key_env} is not set (needed for {base_url})"
+                    )
+                api_key = "EMPTY"
+            limits = httpx.Limits(
+                max_connections=self.config.concurrency, max_keepalive_connections=self.config.concurrency
+            )
+            client = openai.AsyncOpenAI(
+                api_key=api_key,
+                base_url=base_url,
+                max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+            )
+            self._clients[(base_url, api_key_env)] = client
+        return client
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    async def _complete(self, role: str, settings: dict[str, Any], messages: list[dict], n: int) -> ChatResult:
+        """Ask for `n` choices; top up with further requests when the server returns fewer."""
+        cap_key = (settings["base_url"], settings["request"]["model"])
+        texts: list[str] = []
+        prompt_tokens = completion_tokens = 0
+        batches = [n]
+        while batches:
+            answers = await asyncio.gather(*(self._request(role, settings, messages, k) for k in batches))
+            for asked, (got, p_tok, c_tok) in zip(batches, answers):
+                texts.extend(got)
+                prompt_tokens += p_tok
+                completion_tokens += c_tok
+                if len(got) < asked:
+                    self._n_cap[cap_key] = min(self._n_cap.get(cap_key, asked), len(got))
+            missing = n - len(texts)
+            if missing <= 0:
+                break
+            cap = self._n_cap.get(cap_key, missing)
+            batches = [min(cap, missing - i * cap) for i in range(math.ceil(missing / cap))]
+        return ChatResult(texts[:n], prompt_tokens, completion_tokens, False)
+
+    async def _request(
+        self, role: str, settings: dict[str, Any], messages: list[dict], n: int
+    ) -> tuple[list[str], int, int]:
+        """One HTTP request (retried), returning its choice texts and token counts."""
+        client = self._client(settings["base_url"], settings["api_key_env"])
+        usage = self._usage[role]
+        config = self.config
+
+        def wait(state: RetryCallState) -> float:
+            err = state.outcome.exception() if state.outcome else None
+            backoff = min(config.retry_max_s, config.retry_base_s * 2 ** (state.attempt_number - 1))
+            jittered = backoff * (0.5 + random.random() / 2)
+            hinted = _retry_after_s(err)
+            return min(config.retry_max_s, max(jittered, hinted or 0.0))
+
+        def before_sleep(state: RetryCallState) -> None:
+            usage.retries += 1
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(config.max_retries + 1),
+            wait=wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with self._semaphore:
+                        response = await client.chat.completions.create(
+                            messages=messages,  # type: ignore[arg-type]
+                            n=n,
+                            timeout=settings["timeout_s"],
+                            **settings["request"],
+                        )
+        except openai.OpenAIError as err:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            verdict = f"gave up after {attempts} attempts" if _retryable(err) else "failed"
+            raise LLMError(f"role {role!r} ({settings['request']['model']}): {verdict}: {_describe(err)}") from err
+        texts = [choice.message.content or "" for choice in response.choices]
+        p_tok = response.usage.prompt_tokens if response.usage else 0
+        c_tok = response.usage.completion_tokens if response.usage else 0
+        usage.calls += 1
+        usage.prompt_tokens += p_tok
+        usage.completion_tokens += c_tok
+        usage.cost += (p_tok * settings["price"][0] + c_tok * settings["price"][1]) / 1000
+        if not texts:
+            raise LLMError(f"role {role!r} ({settings['request']['model']}): the server returned no choices")
+        return texts, p_tok, c_tok
+
+    # -- cache -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _cache_key(base_url: str, request: dict[str, Any]) -> str:
+        blob = json.dumps({"v": CACHE_VERSION, "base_url": base_url, **request}, sort_keys=True,
+                          ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _cache_path(self, key: str) -> Path | None:
+        return self._cache_dir / key[:2] / f"{key}.json" if self._cache_dir else None
+
+    def _cache_read(self, key: str) -> dict[str, Any] | None:
+        path = self._cache_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None  # a damaged entry is simply asked again and rewritten
+
+    def _cache_write(self, key: str, result: ChatResult) -> None:
+        path = self._cache_path(key)
+        if path is None:
+            return
+        entry = {"texts": result.texts, "prompt_tokens": result.prompt_tokens,
+                 "completion_tokens": result.completion_tokens}
+        with atomic_write(path) as fh:
+            json.dump(entry, fh, ensure_ascii=False)
