@@ -75,8 +75,12 @@ def is_loopback(base_url: str | None) -> bool:
         return False
 
 
+class _MalformedResponse(Exception):
+    """The server answered 200 with a body that is not a chat completion (e.g. a broken proxy)."""
+
+
 def _retryable(err: BaseException) -> bool:
-    if isinstance(err, openai.APIConnectionError):  # includes APITimeoutError
+    if isinstance(err, openai.APIConnectionError | _MalformedResponse):  # includes APITimeoutError
         return True
     if isinstance(err, openai.APIStatusError):
         return err.status_code in (408, 409, 429) or err.status_code >= 500
@@ -107,7 +111,7 @@ def _describe(err: BaseException) -> str:
         return f"timed out waiting for {err.request.url}"
     if isinstance(err, openai.APIConnectionError):
         return f"could not connect to {err.request.url}"
-    return f"{type(err).__name__}: {err}"
+    return str(err)
 
 
 class LLMClient:
@@ -273,13 +277,22 @@ class LLMClient:
             async for attempt in retrying:
                 with attempt:
                     async with self._semaphore:
-                        response = await client.chat.completions.create(
-                            messages=messages,  # type: ignore[arg-type]
-                            n=n,
-                            timeout=settings["timeout_s"],
-                            **settings["request"],
-                        )
-        except openai.OpenAIError as err:
+                        try:
+                            response = await client.chat.completions.create(
+                                messages=messages,  # type: ignore[arg-type]
+                                n=n,
+                                timeout=settings["timeout_s"],
+                                **settings["request"],
+                            )
+                        except (ValueError, openai.APIResponseValidationError) as err:
+                            raise _MalformedResponse(
+                                f"malformed response from {settings['base_url']}: {err}"
+                            ) from err
+                        if not isinstance(getattr(response, "choices", None), list):
+                            raise _MalformedResponse(
+                                f"malformed response from {settings['base_url']}: no choices list"
+                            )
+        except (openai.OpenAIError, _MalformedResponse) as err:
             attempts = retrying.statistics.get("attempt_number", 1)
             verdict = f"gave up after {attempts} attempts" if _retryable(err) else "failed"
             raise LLMError(f"role {role!r} ({settings['request']['model']}): {verdict}: {_describe(err)}") from err
