@@ -1,0 +1,240 @@
+"""The margin patch end to end, through the real `llamafactory-cli` on a tiny model built here.
+
+At the first step the policy equals the reference, so Δ = 0 and the loss is known in closed form:
+mean softplus(β·γ·g) over the batch (log 2 without a margin).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rpo.utils.tiny_model import build_tiny_model
+
+BIN = Path(sys.executable).parent
+BETA = 0.1
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def _pairs(margins: list[float | None] | None, n: int = 8) -> list[dict]:
+    rows = []
+    for i in range(n):
+        row = {
+            "conversations": [
+                {"from": "system", "value": "Answer briefly. Never use commas."},
+                {"from": "human", "value": f"Tell me about item {i}."},
+            ],
+            "chosen": {"from": "gpt", "value": f"Item {i} is small and blue" + " indeed" * (i % 3)},
+            "rejected": {"from": "gpt", "value": f"Item {i}, sadly, is large, red, and loud" + " yes" * (i % 2)},
+        }
+        if margins is not None and margins[i] != "absent":
+            row["margin"] = margins[i]
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("rpo_patch")
+    build_tiny_model(root / "model")
+    data = root / "data"
+    data.mkdir()
+    datasets = {
+        "graded": _pairs(list(range(8))),
+        "constant4": _pairs([4] * 8),
+        "plain": _pairs(None),
+        "negative": _pairs([1, 2, 3, -1, 0, 0, 0, 0]),
+        "nan": _pairs([1, 2, float("nan"), 0, 0, 0, 0, 0]),
+        "text": _pairs([1, "two", 3, 0, 0, 0, 0, 0]),
+        "missing": _pairs([1, 2, 3, 4, 5, "absent", 0, 0]),
+    }
+    info = {}
+    for name, rows in datasets.items():
+        (data / f"{name}.json").write_text(json.dumps(rows))
+        columns = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}
+        if name != "plain":
+            columns["margin"] = "margin"
+        info[name] = {"file_name": f"{name}.json", "formatting": "sharegpt", "ranking": True, "columns": columns}
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    return root
+
+
+def _config(workspace: Path, output: str, **overrides) -> dict:
+    config = {
+        "model_name_or_path": str(workspace / "model"),
+        "stage": "dpo",
+        "do_train": True,
+        "finetuning_type": "full",
+        "pref_beta": BETA,
+        "dataset": "graded",
+        "dataset_dir": str(workspace / "data"),
+        "template": "chatml",
+        "cutoff_len": 128,
+        "overwrite_cache": True,
+        "preprocessing_num_workers": 1,
+        "output_dir": str(workspace / "runs" / output),
+        "overwrite_output_dir": True,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1.0e-3,
+        "max_steps": 1,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "dataloader_num_workers": 0,
+        "seed": 7,
+    }
+    config.update(overrides)
+    return config
+
+
+def train(workspace: Path, output: str, env: dict | None = None, **overrides) -> tuple[subprocess.CompletedProcess, list]:
+    """Run `llamafactory-cli train` and return the process and the logged training steps."""
+    config = _config(workspace, output, **overrides)
+    config_path = workspace / f"{output}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    proc = subprocess.run(
+        [str(BIN / "llamafactory-cli"), "train", str(config_path)],
+        cwd=workspace, env=full_env, capture_output=True, text=True, timeout=600,
+    )
+    state_path = Path(config["output_dir"]) / "trainer_state.json"
+    steps = []
+    if proc.returncode == 0 and state_path.exists():
+        steps = [h for h in json.loads(state_path.read_text())["log_history"] if "loss" in h]
+    return proc, steps
+
+
+def _ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_first_step_loss_is_mean_softplus_of_margin(workspace):
+    gamma = 0.5
+    proc, steps = train(workspace, "graded", rpo_gamma=gamma)
+    _ok(proc)
+    expected = sum(softplus(BETA * gamma * g) for g in range(8)) / 8
+    assert steps[0]["loss"] == pytest.approx(expected, abs=1e-4)
+    assert steps[0]["rpo/margin_mean"] == pytest.approx(3.5)
+
+
+def test_first_step_loss_with_label_smoothing(workspace):
+    gamma, eps = 0.5, 0.1
+    proc, steps = train(workspace, "smoothing", rpo_gamma=gamma, dpo_label_smoothing=eps)
+    _ok(proc)
+    expected = sum((1 - eps) * softplus(BETA * gamma * g) + eps * softplus(-BETA * gamma * g) for g in range(8)) / 8
+    assert steps[0]["loss"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(("dataset", "gamma"), [("graded", 0.0), ("plain", 0.5)])
+def test_first_step_loss_is_log2_without_effective_margin(workspace, dataset, gamma):
+    proc, steps = train(workspace, f"log2_{dataset}", dataset=dataset, rpo_gamma=gamma)
+    _ok(proc)
+    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+
+
+def test_no_margin_column_is_bit_identical_to_unpatched(workspace):
+    common = dict(dataset="plain", max_steps=4, per_device_train_batch_size=2, learning_rate=5e-3)
+    proc_off, steps_off = train(workspace, "plain_off", env={"RPO_PATCH_DISABLE": "1"}, **common)
+    proc_on, steps_on = train(workspace, "plain_on", **common)
+    proc_gamma, steps_gamma = train(workspace, "plain_gamma", rpo_gamma=0.05, **common)
+    for proc in (proc_off, proc_on, proc_gamma):
+        _ok(proc)
+    losses_off = [s["loss"] for s in steps_off]
+    assert len(losses_off) == 4 and len(set(losses_off)) > 1  # training moved
+    assert [s["loss"] for s in steps_on] == losses_off
+    assert [s["loss"] for s in steps_gamma] == losses_off
+    assert "rpo/margin_mean" not in steps_off[0]
+
+
+def test_simpo_with_margin_trains_and_logs_margin(workspace):
+    proc, steps = train(workspace, "simpo", pref_loss="simpo", rpo_gamma=0.5, simpo_gamma=0.5)
+    _ok(proc)
+    assert steps[0]["rpo/margin_mean"] == pytest.approx(3.5)
+    assert math.isfinite(steps[0]["loss"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"pref_loss": "ipo", "rpo_gamma": 0.5}, "rpo_gamma > 0 with a margin column supports pref_loss in ['sigmoid', 'simpo'], got pref_loss: ipo"),
+        ({"rpo_gamma": -0.1}, "rpo_gamma must be a finite number >= 0, got -0.1"),
+        ({"dataset": "negative", "rpo_gamma": 0.5}, "dataset 'negative' (negative.json): row 3: margin column 'margin' is negative (-1)"),
+        ({"dataset": "nan", "rpo_gamma": 0.5}, "dataset 'nan' (nan.json): row 2: margin column 'margin' is NaN"),
+        ({"dataset": "text", "rpo_gamma": 0.5}, "dataset 'text' (text.json): row 1: margin column 'margin' is not a number"),
+        ({"dataset": "missing", "rpo_gamma": 0.5}, "dataset 'missing' (missing.json): row 5: margin column 'margin' is missing"),
+    ],
+)
+def test_refusals_name_the_problem(workspace, overrides, message):
+    proc, _ = train(workspace, "refused", **overrides)
+    assert proc.returncode != 0
+    assert f"[rpo] error: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_other_losses_without_margin_still_train(workspace):
+    proc, _ = train(workspace, "ipo_plain", dataset="plain", pref_loss="ipo", rpo_gamma=0.5)
+    _ok(proc)
+
+
+def test_python_api_applies_the_margin(workspace):
+    config = _config(workspace, "python_api", rpo_gamma=0.5)
+    script = textwrap.dedent(
+        f"""
+        from llamafactory.train.tuner import run_exp
+        run_exp({config!r})
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=workspace, capture_output=True, text=True, timeout=600)
+    _ok(proc)
+    state = json.loads((Path(config["output_dir"]) / "trainer_state.json").read_text())
+    expected = sum(softplus(BETA * 0.5 * g) for g in range(8)) / 8
+    assert state["log_history"][0]["loss"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_torchrun_workers_apply_the_margin(workspace):
+    gamma = 0.5
+    proc, steps = train(
+        workspace, "torchrun", env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
+        dataset="constant4", rpo_gamma=gamma, per_device_train_batch_size=4,
+    )
+    _ok(proc)
+    assert "world size: 2" in proc.stderr + proc.stdout
+    assert steps[0]["loss"] == pytest.approx(softplus(BETA * gamma * 4), abs=1e-4)
+    assert steps[0]["rpo/margin_mean"] == pytest.approx(4.0)
+
+
+def test_refuses_an_unsupported_llamafactory_version(tmp_path):
+    fake = tmp_path / "llamafactory"
+    (fake / "extras").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "extras" / "__init__.py").write_text("")
+    (fake / "extras" / "env.py").write_text('VERSION = "0.9.9"\n')
+    proc = subprocess.run(
+        [sys.executable, "-c", "import llamafactory.extras.env"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "supports llamafactory==0.9.5 but llamafactory==0.9.9 is installed" in proc.stderr
+
+
+def test_disable_switch_leaves_llamafactory_untouched():
+    script = "import llamafactory.hparams as h; print('rpo_gamma' in h.FinetuningArguments.__dataclass_fields__)"
+    on = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    off = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RPO_PATCH_DISABLE": "1"},
+    )
+    assert on.stdout.strip().splitlines()[-1] == "True"
+    assert off.stdout.strip().splitlines()[-1] == "False"
