@@ -1,0 +1,205 @@
+"""Browse SysBank from the command line: stats, list, show, search, export and a local web page.
+
+    python sysbank/browse.py {stats,list,show,search,export,serve} [--path FILE_OR_DIR ...]
+
+`--path` defaults to the bundled sample and takes any number of release files or folders
+(`.jsonl`, `.jsonl.gz`). `--json` makes list/search/show print §4.1 JSONL records. Bad input is
+reported in one line naming file, line and field, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from rpo.utils.io import InputError, atomic_write, exit_on_input_error
+from sysbank.bank import LANGUAGES, Bank, Filters
+from sysbank.loader import SAMPLE_PATH, to_jsonl_line
+from sysbank.ontology import CATEGORIES, OTHER
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", help="only records of this source (e.g. frgpts, gptstore)")
+    parser.add_argument("--language", "--lang", choices=LANGUAGES, help="only records in this language")
+    parser.add_argument("--min_constraints", "--min-constraints", type=int, help="at least this many constraints")
+    parser.add_argument("--max_constraints", "--max-constraints", type=int, help="at most this many constraints")
+    parser.add_argument("--category", choices=(*CATEGORIES, OTHER), help="with a constraint of this ontology kind")
+
+
+def _add_common(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    parser.add_argument(
+        "--path", nargs="+", action="extend", metavar="FILE_OR_DIR",
+        help=f"release files or folders (default: the bundled sample {SAMPLE_PATH.name})",
+    )
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print §4.1 JSONL records")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sysbank/browse.py", description="Browse SysBank system prompts.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stats = sub.add_parser("stats", help="records by source and language, constraint histogram and kinds")
+    _add_common(stats)
+    _add_filters(stats)
+
+    listing = sub.add_parser("list", help="one line per record")
+    _add_common(listing)
+    _add_filters(listing)
+    listing.add_argument("--limit", type=int, help="print at most this many")
+
+    show = sub.add_parser("show", help="one record in full")
+    show.add_argument("id")
+    _add_common(show)
+
+    search = sub.add_parser("search", help="case-insensitive search of name, description, skills, constraints")
+    search.add_argument("text")
+    search.add_argument("--regex", action="store_true", help="TEXT is a regular expression")
+    _add_common(search)
+    _add_filters(search)
+    search.add_argument("--limit", type=int, help="print at most this many")
+
+    export = sub.add_parser("export", help="write the selected records as profile JSONL (§4.1), atomically")
+    export.add_argument("--output", "-o", required=True, help="output .jsonl (or .jsonl.gz)")
+    export.add_argument("--search", dest="text", help="only records matching this text")
+    export.add_argument("--regex", action="store_true", help="--search is a regular expression")
+    export.add_argument("--sample", type=int, help="a seeded random subset of this many records")
+    export.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    _add_common(export, json_flag=False)
+    _add_filters(export)
+
+    serve = sub.add_parser("serve", help="a local web page to search, filter and read prompts")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (0 picks a free one; default 8765)")
+    _add_common(serve, json_flag=False)
+    return parser
+
+
+def _filters(args: argparse.Namespace) -> Filters:
+    return Filters(
+        source=args.source,
+        language=args.language,
+        min_constraints=args.min_constraints,
+        max_constraints=args.max_constraints,
+        category=args.category,
+    )
+
+
+def _limit(indices: list[int], limit: int | None) -> list[int]:
+    if limit is None:
+        return indices
+    if limit < 0:
+        raise InputError(f"--limit: expected a whole number >= 0, got {limit}")
+    return indices[:limit]
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_list(bank: Bank, indices: Sequence[int], as_json: bool) -> None:
+    """One row per record: id, source, language, number of constraints, name."""
+    for i in indices:
+        p = bank.profiles[i]
+        if as_json:
+            print(to_jsonl_line(p))
+        else:
+            print(f"{p.id}\t{p.source or '-'}\t{bank.languages[i]}\t{len(p.constraints)}\t{_one_line(p.name, 60)}")
+
+
+def print_profile(bank: Bank, i: int) -> None:
+    """A readable view of one record, each constraint tagged with its ontology kinds."""
+    p = bank.profiles[i]
+    print(f"{p.name}  [{p.id}]")
+    print(f"source: {p.source or '-'}   language: {bank.languages[i]}   gen_model: {p.gen_model or '-'}")
+    print(f"from: {bank.locations[i]}")
+    if p.description:
+        print("\nDescription:")
+        print(textwrap.indent(p.description, "  "))
+    if p.skills:
+        print("\nSkills:")
+        for n, skill in enumerate(p.skills, 1):
+            print(f"  {n}. {skill}")
+    print(f"\nConstraints ({len(p.constraints)}):")
+    for n, (constraint, tags) in enumerate(zip(p.constraints, bank.constraint_categories[i], strict=True), 1):
+        print(f"  {n}. [{', '.join(tags)}] {constraint}")
+    if p.inspired_corpus:
+        print("\nInspired by:")
+        print(textwrap.indent(_one_line(p.inspired_corpus, 300), "  "))
+
+
+def print_stats(stats: dict[str, object]) -> None:
+    print(f"records: {stats['records']}   constraints: {stats['constraints']}   "
+          f"mean per prompt: {stats['mean_constraints']}")
+    for title, key in (("by source", "by_source"), ("by language", "by_language"),
+                       ("by source/language", "by_source_language")):
+        print(f"\n{title}:")
+        for name, count in stats[key].items():  # type: ignore[attr-defined]
+            print(f"  {name:<24}{count:>8}")
+    hist: dict[str, int] = stats["constraints_per_prompt"]  # type: ignore[assignment]
+    print("\nconstraints per prompt:")
+    top = max(hist.values(), default=1)
+    for n, count in hist.items():
+        print(f"  {n:>3} {count:>8}  {'#' * max(1, round(40 * count / top)) if count else ''}")
+    cats: dict[str, int] = stats["constraint_categories"]  # type: ignore[assignment]
+    prompts: dict[str, int] = stats["prompts_with_category"]  # type: ignore[assignment]
+    total = max(1, int(stats["constraints"]))  # type: ignore[call-overload]
+    print("\nconstraint kinds (paper's ontology, by keyword; a constraint may have several):")
+    print(f"  {'kind':<12}{'constraints':>12}{'share':>8}{'prompts':>10}")
+    for kind, count in cats.items():
+        print(f"  {kind:<12}{count:>12}{count / total:>8.1%}{prompts[kind]:>10}")
+
+
+def export(bank: Bank, indices: Sequence[int], output: str | Path) -> int:
+    """Write records as §4.1 JSONL in one atomic step (gzip when the name ends in .gz)."""
+    output = Path(output)
+    data = "".join(to_jsonl_line(bank.profiles[i]) + "\n" for i in indices).encode("utf-8")
+    with atomic_write(output, "wb") as fh:
+        fh.write(gzip.compress(data, mtime=0) if output.suffix == ".gz" else data)
+    return len(indices)
+
+
+@exit_on_input_error
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    bank = Bank.load(args.path or [SAMPLE_PATH])
+    if args.command == "show":
+        i = bank.get(args.id)
+        if args.json:
+            print(to_jsonl_line(bank.profiles[i]))
+        else:
+            print_profile(bank, i)
+    elif args.command == "stats":
+        stats = bank.stats(bank.select(_filters(args)))
+        if args.json:
+            print(json.dumps(stats, ensure_ascii=False))
+        else:
+            print_stats(stats)
+    elif args.command == "list":
+        print_list(bank, _limit(bank.select(_filters(args)), args.limit), args.json)
+    elif args.command == "search":
+        hits = bank.search(args.text, regex=args.regex, filters=_filters(args))
+        print_list(bank, _limit(hits, args.limit), args.json)
+        if not args.json:
+            print(f"{len(hits)} match(es)", file=sys.stderr)
+    elif args.command == "export":
+        filters = _filters(args)
+        chosen = bank.search(args.text, args.regex, filters) if args.text is not None else bank.select(filters)
+        if args.sample is not None:
+            chosen = bank.sample(chosen, args.sample, args.seed)
+        n = export(bank, chosen, args.output)
+        print(f"wrote {n} profile(s) to {args.output}")
+    elif args.command == "serve":
+        from sysbank.server import serve
+
+        serve(bank, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()
