@@ -92,7 +92,9 @@ class ScriptedServer:
         self._queue: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
         self._counter = itertools.count()
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP makes asyncio set TCP_NODELAY on accepted connections; without it, the
+        # split header/body writes meet delayed ACKs and every keep-alive reply waits ~40 ms.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", port))
         self.port: int = self._socket.getsockname()[1]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from rpo.utils.io import InputError
+from rpo.utils.local_service import free_port
 from rpo.utils.llm_client import ChatResult, LLMClient, LLMError
 from rpo.utils.pipeline_config import PipelineConfig
 from tests.scripted_server import Reply, ScriptedServer
@@ -68,6 +69,12 @@ def test_gives_up_after_max_retries_with_clear_error(server):
     with pytest.raises(LLMError, match=r"role 'judge' \(test-model\): gave up after 3 attempts: HTTP 500"):
         chat(make_config(server.base_url, max_retries=2))
     assert len(server.requests) == 3
+
+
+def test_connection_refused_is_retried_then_reported():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(LLMError, match=r"gave up after 3 attempts: .*127\.0\.0\.1.*Connect call failed"):
+        chat(make_config(url, max_retries=2))
 
 
 def test_client_errors_are_not_retried(server):

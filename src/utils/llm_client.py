@@ -8,7 +8,10 @@ Why each part is here:
   retries are off, so nothing retries twice), honouring `Retry-After`;
 - every answer is cached on disk under the sha256 of the full request, so a rerun costs no calls;
 - servers that return fewer than `n` choices (no `n` support) are topped up with more requests;
-- token counts and cost are tallied per role for the usage table every stage prints.
+- token counts and cost are tallied per role for the usage table every stage prints;
+- requests go out through the SDK's low-level `post` on its aiohttp transport with a prebuilt JSON
+  body: the typed `chat.completions.create` path and the httpx pool cost several times more CPU per
+  request, which is what limits throughput at high concurrency (see benchmarks/llm_throughput.py).
 
 API keys are read from the environment when a role's first request is made and go only into the
 request's Authorization header: never into cache files, outputs, logs or error messages.
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
+import httpx2
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -37,6 +40,7 @@ from rpo.utils.pipeline_config import PipelineConfig, RoleConfig
 
 OPENAI_URL = "https://api.openai.com/v1"
 CACHE_VERSION = 1
+_JSON_HEADERS = {"Content-Type": "application/json"}
 _ROLE_FIELDS = {"model", "temperature", "top_p", "max_tokens", "timeout_s", "extra_body"}
 
 
@@ -107,11 +111,31 @@ def _retry_after_s(err: BaseException | None) -> float | None:
 def _describe(err: BaseException) -> str:
     if isinstance(err, openai.APIStatusError):
         return f"HTTP {err.status_code} from {err.request.url}"
-    if isinstance(err, openai.APITimeoutError):
-        return f"timed out waiting for {err.request.url}"
     if isinstance(err, openai.APIConnectionError):
-        return f"could not connect to {err.request.url}"
+        root: BaseException = err
+        while root.__cause__ is not None or root.__context__ is not None:
+            root = root.__cause__ or root.__context__  # type: ignore[assignment]
+        what = "timed out" if isinstance(err, openai.APITimeoutError) else "connection failed"
+        detail = f" ({type(root).__name__}: {root})" if root is not err and str(root) else ""
+        return f"{what}: {err.request.url}{detail}"
     return str(err)
+
+
+def _parse_completion(response: httpx2.Response, base_url: str) -> tuple[list[str], int, int]:
+    """Choice texts and token counts of a chat completion body; anything else is malformed."""
+    try:
+        data = response.json()
+    except ValueError as err:
+        raise _MalformedResponse(f"malformed response from {base_url}: {err}") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise _MalformedResponse(f"malformed response from {base_url}: no choices")
+    try:
+        texts = [choice["message"]["content"] or "" for choice in choices]
+        usage = data.get("usage") or {}
+        return texts, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    except (KeyError, TypeError, ValueError) as err:
+        raise _MalformedResponse(f"malformed response from {base_url}: bad choice or usage ({err!r})") from None
 
 
 class LLMClient:
@@ -135,8 +159,7 @@ class LLMClient:
             raise ValueError(f"n must be >= 1, got {n}")
         settings = self._settings(self.config.role(role), overrides)
         usage = self._usage.setdefault(role, _RoleUsage())
-        request = {"messages": messages, "n": n, **settings["request"]}
-        key = self._cache_key(settings["base_url"], request)
+        key = self._cache_key(settings["base_url"], {**settings["body"], "messages": messages, "n": n})
         cached = self._cache_read(key)
         if cached is not None:
             usage.cache_hits += 1
@@ -185,22 +208,21 @@ class LLMClient:
     @staticmethod
     def _settings(role: RoleConfig, overrides: dict[str, Any]) -> dict[str, Any]:
         merged = {**role.model_dump(), **{k: v for k, v in overrides.items() if k in _ROLE_FIELDS}}
-        body = {**merged["extra_body"], **{k: v for k, v in overrides.items() if k not in _ROLE_FIELDS}}
-        request: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": merged["model"],
             "temperature": merged["temperature"],
             "max_tokens": merged["max_tokens"],
         }
         if merged["top_p"] is not None:
-            request["top_p"] = merged["top_p"]
-        if body:
-            request["extra_body"] = body
+            body["top_p"] = merged["top_p"]
+        body.update(merged["extra_body"])
+        body.update({k: v for k, v in overrides.items() if k not in _ROLE_FIELDS})
         return {
             "base_url": role.base_url or OPENAI_URL,
             "api_key_env": role.api_key_env,
             "timeout_s": merged["timeout_s"],
             "price": (role.price_per_1k_input, role.price_per_1k_output),
-            "request": request,
+            "body": body,
         }
 
     def _client(self, base_url: str, api_key_env: str | None) -> openai.AsyncOpenAI:
@@ -213,14 +235,14 @@ class LLMClient:
                         f"environment variable {api_key_env} is not set (needed for {base_url})"
                     )
                 api_key = "EMPTY"
-            limits = httpx.Limits(
+            limits = httpx2.Limits(
                 max_connections=self.config.concurrency, max_keepalive_connections=self.config.concurrency
             )
             client = openai.AsyncOpenAI(
                 api_key=api_key,
                 base_url=base_url,
                 max_retries=0,
-                http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+                http_client=openai.DefaultAioHttpClient(limits=limits),
             )
             self._clients[(base_url, api_key_env)] = client
         return client
@@ -229,7 +251,7 @@ class LLMClient:
 
     async def _complete(self, role: str, settings: dict[str, Any], messages: list[dict], n: int) -> ChatResult:
         """Ask for `n` choices; top up with further requests when the server returns fewer."""
-        cap_key = (settings["base_url"], settings["request"]["model"])
+        cap_key = (settings["base_url"], settings["body"]["model"])
         texts: list[str] = []
         prompt_tokens = completion_tokens = 0
         batches = [n]
@@ -266,6 +288,7 @@ class LLMClient:
         def before_sleep(state: RetryCallState) -> None:
             usage.retries += 1
 
+        payload = json.dumps({**settings["body"], "messages": messages, "n": n}, ensure_ascii=False).encode()
         retrying = AsyncRetrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(config.max_retries + 1),
@@ -277,34 +300,21 @@ class LLMClient:
             async for attempt in retrying:
                 with attempt:
                     async with self._semaphore:
-                        try:
-                            response = await client.chat.completions.create(
-                                messages=messages,  # type: ignore[arg-type]
-                                n=n,
-                                timeout=settings["timeout_s"],
-                                **settings["request"],
-                            )
-                        except (ValueError, openai.APIResponseValidationError) as err:
-                            raise _MalformedResponse(
-                                f"malformed response from {settings['base_url']}: {err}"
-                            ) from err
-                        if not isinstance(getattr(response, "choices", None), list):
-                            raise _MalformedResponse(
-                                f"malformed response from {settings['base_url']}: no choices list"
-                            )
+                        response = await client.post(
+                            "/chat/completions",
+                            content=payload,
+                            cast_to=httpx2.Response,
+                            options={"timeout": settings["timeout_s"], "headers": _JSON_HEADERS},
+                        )
+                    texts, p_tok, c_tok = _parse_completion(response, settings["base_url"])
         except (openai.OpenAIError, _MalformedResponse) as err:
             attempts = retrying.statistics.get("attempt_number", 1)
             verdict = f"gave up after {attempts} attempts" if _retryable(err) else "failed"
-            raise LLMError(f"role {role!r} ({settings['request']['model']}): {verdict}: {_describe(err)}") from err
-        texts = [choice.message.content or "" for choice in response.choices]
-        p_tok = response.usage.prompt_tokens if response.usage else 0
-        c_tok = response.usage.completion_tokens if response.usage else 0
+            raise LLMError(f"role {role!r} ({settings['body']['model']}): {verdict}: {_describe(err)}") from err
         usage.calls += 1
         usage.prompt_tokens += p_tok
         usage.completion_tokens += c_tok
         usage.cost += (p_tok * settings["price"][0] + c_tok * settings["price"][1]) / 1000
-        if not texts:
-            raise LLMError(f"role {role!r} ({settings['request']['model']}): the server returned no choices")
         return texts, p_tok, c_tok
 
     # -- cache -----------------------------------------------------------------------------------
