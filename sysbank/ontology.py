@@ -64,12 +64,33 @@ _KEYWORDS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_PATTERNS = {cat: re.compile("|".join(words), re.IGNORECASE) for cat, words in _KEYWORDS.items()}
+# Python's `re` scans an alternation of plain words many times faster than one whose branches all
+# start with `\b` (tagging 200k constraints: ~1 s instead of ~10 s), so the leading word boundary is
+# checked by hand on each candidate match instead, on lowercased text.
+_PATTERNS = {cat: re.compile("|".join(w.removeprefix(r"\b") for w in words)) for cat, words in _KEYWORDS.items()}
+
+
+def _starts_word(text: str, start: int) -> bool:
+    """A match of an English keyword must start a word; a Chinese one may start anywhere."""
+    first = text[start]
+    if not (first.isascii() and first.isalnum()):
+        return True
+    return start == 0 or not (text[start - 1].isascii() and (text[start - 1].isalnum() or text[start - 1] == "_"))
+
+
+def _has_keyword(pattern: re.Pattern[str], text: str) -> bool:
+    match = pattern.search(text)
+    while match is not None:
+        if _starts_word(text, match.start()):
+            return True
+        match = pattern.search(text, match.start() + 1)
+    return False
 
 
 def categorize(constraint: str) -> list[str]:
     """Ontology kinds whose keywords occur in one constraint (`['other']` when none does)."""
-    found = [cat for cat in CATEGORIES if _PATTERNS[cat].search(constraint)]
+    text = constraint.lower()
+    found = [cat for cat in CATEGORIES if _has_keyword(_PATTERNS[cat], text)]
     return found or [OTHER]
 
 
