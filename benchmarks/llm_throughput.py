@@ -1,7 +1,8 @@
 """Sustained request rate of LLMClient against a loopback server with a fixed latency.
 
 With latency L and C requests in flight, the best possible rate is C / L; the ratio achieved/ideal
-shows how much the client itself (SDK, connection pool, semaphore, bookkeeping) costs. The server
+shows how much the client itself (SDK, connection pool, semaphore, bookkeeping) costs; the same
+load from a bare aiohttp session (`bare_aiohttp_ratio`) shows the ceiling of the machine. The server
 (`tests/scripted_server.py`, uvicorn) runs in its own process so that it does not share the
 client's interpreter lock.
 
@@ -44,6 +45,27 @@ async def _drive(client: LLMClient, count: int, concurrency: int, offset: int) -
     return elapsed
 
 
+async def _measure_bare(base_url: str, requests: int, concurrency: int) -> float:
+    """The same load from a bare aiohttp session: the ceiling this machine and server allow."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def one(i: int) -> int:
+            body = {"model": "bench", "messages": [{"role": "user", "content": f"bare {i}"}], "max_tokens": 16}
+            async with session.post(f"{base_url}/chat/completions", json=body) as response:
+                return len((await response.json())["choices"])
+
+        async def drive(count: int, offset: int) -> float:
+            start = time.perf_counter()
+            async for _ in bounded_map(one, range(offset, offset + count), concurrency):
+                pass
+            return time.perf_counter() - start
+
+        await drive(concurrency, 0)
+        return await drive(requests, concurrency)
+
+
 async def _measure(base_url: str, requests: int, concurrency: int) -> tuple[float, dict]:
     config = PipelineConfig.from_dict({
         "default": {"base_url": base_url, "model": "bench", "api_key_env": None, "max_tokens": 16},
@@ -64,7 +86,9 @@ def run_benchmark(requests: int = 1280, concurrency: int = 64, latency_s: float 
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline().split()[1])
-        elapsed, usage = asyncio.run(_measure(f"http://127.0.0.1:{port}/v1", requests, concurrency))
+        base_url = f"http://127.0.0.1:{port}/v1"
+        elapsed, usage = asyncio.run(_measure(base_url, requests, concurrency))
+        bare_elapsed = asyncio.run(_measure_bare(base_url, requests, concurrency))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -78,6 +102,7 @@ def run_benchmark(requests: int = 1280, concurrency: int = 64, latency_s: float 
         "requests_per_s": round(achieved, 1),
         "ideal_requests_per_s": round(ideal, 1),
         "ratio": round(achieved / ideal, 3),
+        "bare_aiohttp_ratio": round(requests / bare_elapsed / ideal, 3),
         "retries": usage["retries"],
     }
     return report

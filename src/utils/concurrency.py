@@ -31,30 +31,29 @@ async def bounded_map(
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
     source = iter(items)
-    pending: dict[asyncio.Task[R], T] = {}
-    exhausted = False
+    pending: dict[asyncio.Future[R], T] = {}
+    finished: asyncio.Queue[asyncio.Future[R]] = asyncio.Queue()  # O(1) per completion at any width
 
     def refill() -> None:
-        nonlocal exhausted
-        while not exhausted and len(pending) < concurrency:
+        while len(pending) < concurrency:
             try:
                 item = next(source)
             except StopIteration:
-                exhausted = True
                 return
-            pending[asyncio.ensure_future(fn(item))] = item
+            task = asyncio.ensure_future(fn(item))
+            pending[task] = item
+            task.add_done_callback(finished.put_nowait)
 
     with tqdm(total=total, desc=desc, disable=desc is None, dynamic_ncols=True) as bar:
         try:
             refill()
             while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    item = pending.pop(task)
-                    result = task.result()
-                    bar.update(1)
-                    yield item, result
-                refill()
+                task = await finished.get()
+                item = pending.pop(task)
+                result = task.result()
+                refill()  # keep the slot busy while the caller handles this result
+                bar.update(1)
+                yield item, result
         finally:
             for task in pending:
                 task.cancel()
