@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import fire
-
 from rpo.utils.concurrency import bounded_map
 from rpo.utils.io import write_json
 from rpo.utils.llm_client import LLMClient

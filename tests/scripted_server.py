@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import fire
 import uvicorn
@@ -128,7 +128,7 @@ class ScriptedServer:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> ScriptedServer:
+    def start(self) -> Self:
         self._server = uvicorn.Server(_uvicorn_config(self._app))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         daemon=True, name=f"scripted-server-{self.port}")
@@ -146,7 +146,7 @@ class ScriptedServer:
             self._thread.join(timeout=10)
         self._socket.close()
 
-    def __enter__(self) -> ScriptedServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

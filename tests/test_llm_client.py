@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from rpo.utils.io import InputError
-from rpo.utils.local_service import free_port
 from rpo.utils.llm_client import ChatResult, LLMClient, LLMError
+from rpo.utils.local_service import free_port
 from rpo.utils.pipeline_config import PipelineConfig
+
 from tests.scripted_server import Reply, ScriptedServer
 
 MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a colour."}]
@@ -112,6 +113,16 @@ def test_cache_rerun_costs_zero_requests(server, tmp_path):
     chat(config, n=3, seed=7)
     assert len(server.requests) == 4
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 4
+
+
+def test_damaged_cache_entry_is_asked_again(server, tmp_path):
+    config = make_config(server.base_url, tmp_path / "cache")
+    first, _ = chat(config)
+    [entry] = (tmp_path / "cache").rglob("*.json")
+    entry.write_text('{"texts": ["x"]')
+    again, _ = chat(config)
+    assert not again.cached and len(server.requests) == 2
+    assert json.loads(entry.read_text())["texts"] == again.texts
 
 
 def test_cache_disabled_always_asks(server):

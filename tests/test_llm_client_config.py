@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from rpo.utils.io import InputError
 from rpo.utils.pipeline_config import PipelineConfig
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from rpo.utils.llm_client import LLMClient
 from rpo.utils.local_service import (
     ServiceError,
@@ -24,7 +23,6 @@ from rpo.utils.local_service import (
     is_healthy,
     service_status,
     start_service,
-    stop_service,
 )
 from rpo.utils.pipeline_config import PipelineConfig
 from rpo.utils.tiny_model import build_tiny_model
@@ -95,7 +93,7 @@ def test_cli_vllm_start_status_stop_detached(tmp_path):
     started = subprocess.run(
         [*CLI, "start", "--backend=vllm", "--model=org/model-7b", f"--port={port}", "--name=sampler",
          f"--state_dir={state_dir}", "--extra_args=--tensor-parallel-size 2", "--timeout_s=60"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, check=False, capture_output=True, text=True, timeout=120,
     )
     assert started.returncode == 0, started.stderr
     state = json.loads(started.stdout)
@@ -105,12 +103,12 @@ def test_cli_vllm_start_status_stop_detached(tmp_path):
                     "--served-model-name", "org/model-7b", "--tensor-parallel-size", "2"]
     assert is_healthy(state["base_url"])  # outlived the command that started it
 
-    status = subprocess.run([*CLI, "status", f"--state_dir={state_dir}"], capture_output=True, text=True,
+    status = subprocess.run([*CLI, "status", f"--state_dir={state_dir}"], check=False, capture_output=True, text=True,
                             timeout=60)
     row = json.loads(status.stdout)
     assert status.returncode == 0 and row["healthy"] and row["pid"] == state["pid"]
 
-    stopped = subprocess.run([*CLI, "stop", f"--state_dir={state_dir}"], capture_output=True, text=True,
+    stopped = subprocess.run([*CLI, "stop", f"--state_dir={state_dir}"], check=False, capture_output=True, text=True,
                              timeout=60)
     assert stopped.returncode == 0 and "stopped sampler" in stopped.stdout
     deadline = time.monotonic() + 10
@@ -166,7 +164,7 @@ def test_refuses_a_busy_port_and_a_running_name(tmp_path):
 
 
 def test_stop_without_name_needs_exactly_one_service(tmp_path):
-    result = subprocess.run([*CLI, "stop", f"--state_dir={tmp_path}"], capture_output=True, text=True,
+    result = subprocess.run([*CLI, "stop", f"--state_dir={tmp_path}"], check=False, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: --name: give the service to use (recorded in {tmp_path}: none)"

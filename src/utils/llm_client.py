@@ -28,15 +28,14 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
 import httpx2
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-
 from rpo.utils.io import InputError, atomic_write
 from rpo.utils.pipeline_config import PipelineConfig, RoleConfig
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 OPENAI_URL = "https://api.openai.com/v1"
 CACHE_VERSION = 1
@@ -197,7 +196,7 @@ class LLMClient:
         for client in clients:
             await client.close()
 
-    async def __aenter__(self) -> LLMClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -333,9 +332,12 @@ class LLMClient:
         if path is None or not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            entry = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
+            entry = None
+        if not isinstance(entry, dict) or not {"texts", "prompt_tokens", "completion_tokens"} <= entry.keys():
             return None  # a damaged entry is simply asked again and rewritten
+        return entry
 
     def _cache_write(self, key: str, result: ChatResult) -> None:
         path = self._cache_path(key)

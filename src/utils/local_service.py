@@ -26,13 +26,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import fire
 import httpx
 import yaml
 from pydantic import BaseModel
-
 from rpo.utils.io import InputError, atomic_write
 
 Backend = Literal["vllm", "llamafactory"]
@@ -78,7 +77,7 @@ class LocalService:
     def stop(self, timeout_s: float = 30) -> None:
         stop_service(self.state.name, state_dir=self.state_dir, timeout_s=timeout_s)
 
-    def __enter__(self) -> LocalService:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from rpo.utils.io import InputError, describe_validation_error
 
 
