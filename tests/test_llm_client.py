@@ -117,7 +117,7 @@ def test_cache_rerun_costs_zero_requests(server, tmp_path):
 
 def test_damaged_cache_entry_is_asked_again(server, tmp_path):
     config = make_config(server.base_url, tmp_path / "cache")
-    first, _ = chat(config)
+    chat(config)
     [entry] = (tmp_path / "cache").rglob("*.json")
     entry.write_text('{"texts": ["x"]')
     again, _ = chat(config)
