@@ -154,8 +154,14 @@ async function init() {
   for (const id of ["q", "min", "max"]) $(id).addEventListener("input", scheduleSearch);
   for (const id of ["regex", "source", "language", "category"]) $(id).addEventListener("change", runSearch);
   await runSearch();
+  openFromHash();
+  window.addEventListener("hashchange", openFromHash);
+}
+
+// `#id=ID` links straight to one prompt.
+function openFromHash() {
   const m = location.hash.match(/^#id=(.+)$/);
-  if (m) openProfile(decodeURIComponent(m[1]));
+  if (m && decodeURIComponent(m[1]) !== state.selected) openProfile(decodeURIComponent(m[1]));
 }
 
 init().catch((err) => setStatus(err.message, true));

@@ -1,0 +1,165 @@
+"""The SysBank web page: its JSON API, then the page itself driven in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """`browse.py serve --port 0` on 127.0.0.1; the URL is read from its first output line."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "sysbank" / "browse.py"), "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert match, f"no URL in {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        yield match.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_json_api(server: str) -> None:
+    status, meta = get(server + "api/meta")
+    assert status == 200 and meta["sources"] == ["frgpts", "gptstore"] and "behaviour" in meta["categories"]
+    status, found = get(server + "api/search?q=%E6%98%9F%E5%BA%A7")  # 星座
+    assert status == 200 and [item["id"] for item in found["items"]] == ["frgpts_163"]
+    status, filtered = get(server + "api/search?language=en&min=6&source=frgpts")
+    assert filtered["total"] >= 1 and all(i["language"] == "en" and i["n_constraints"] >= 6 for i in filtered["items"])
+    status, profile = get(server + "api/profile?id=frgpts_163")
+    assert status == 200 and len(profile["constraints"]) == len(profile["constraint_categories"]) == 8
+    assert get(server + "api/search?q=(&regex=1")[0] == 400
+    assert get(server + "api/search?min=abc")[0] == 400
+    assert get(server + "api/profile?id=nope")[0] == 404
+    assert get(server + "api/nothing")[0] == 404
+
+
+def test_page_stats(server: str) -> None:
+    status, stats = get(server + "api/stats")
+    assert status == 200 and stats["records"] == get(server + "api/meta")[1]["total"]
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator[Page]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        external: list[str] = []
+        context.on("request", lambda req: None if req.url.startswith(server) else external.append(req.url))
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda err: errors.append(str(err)))
+        pg.goto(server)
+        yield pg
+        assert errors == [], errors
+        assert external == [], f"page fetched outside resources: {external}"
+        browser.close()
+
+
+def rows(page: Page) -> list[str]:
+    return page.locator("#result-list li").evaluate_all("els => els.map(e => e.dataset.id)")
+
+
+def api_ids(server: str, query: str) -> list[str]:
+    return [item["id"] for item in get(server + "api/search?limit=200&" + query)[1]["items"]]
+
+
+def test_browse_search_filter_open_in_chromium(page: Page, server: str, tmp_path: Path) -> None:
+    expect(page.locator("#status")).to_have_text(re.compile(r"^30 prompts"))
+    assert len(rows(page)) == 30
+
+    page.fill("#q", "emoji")
+    expect(page.locator("#status")).to_have_text(re.compile(r"^\d+ prompts? *$"))
+    expected = api_ids(server, "q=emoji")
+    expect(page.locator("#result-list li")).to_have_count(len(expected))
+    assert rows(page) == expected and 0 < len(expected) < 30
+
+    page.fill("#q", "表情")
+    page.select_option("#language", "zh")
+    expected = api_ids(server, "q=%E8%A1%A8%E6%83%85&language=zh")
+    expect(page.locator("#result-list li")).to_have_count(len(expected))
+    assert rows(page) == expected and "frgpts_163" in expected
+
+    page.fill("#q", "")
+    page.select_option("#category", "logic")
+    page.fill("#min", "6")
+    expected = api_ids(server, "language=zh&category=logic&min=6")
+    expect(page.locator("#result-list li")).to_have_count(len(expected))
+    assert rows(page) == expected and 0 < len(expected) < 14
+
+    page.select_option("#category", "")
+    page.fill("#min", "")
+    page.fill("#q", "星座")
+    expect(page.locator("#result-list li")).to_have_count(1)
+
+    page.click("#result-list li >> nth=0")
+    expect(page.locator("#detail-name")).to_have_text("星座专家")
+    constraints = page.locator("#constraint-list li.constraint")
+    expect(constraints).to_have_count(8)
+    tags = constraints.evaluate_all("els => els.map(e => e.dataset.categories)")
+    assert all(tags) and any("format" in t for t in tags)
+    # every constraint is highlighted: a tagged, coloured span in the list and a <mark> in the prompt text
+    colours = constraints.locator(".text").evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    assert all(c not in ("rgba(0, 0, 0, 0)", "transparent") for c in colours)
+    expect(page.locator("pre.prompt mark.constraint-mark")).to_have_count(8)
+    assert page.locator("#detail mark.hit").count() >= 1  # the search term is marked too
+
+    # an English prompt for the screenshot (CJK glyphs depend on the fonts the machine has)
+    page.select_option("#language", "")
+    page.fill("#q", "budget")
+    expect(page.locator("#result-list li")).to_have_count(len(api_ids(server, "q=budget")))
+    page.click("#result-list li[data-id=gptstore_514]")
+    expect(page.locator("#detail-name")).to_have_text("Budget Buddy")
+    expect(page.locator("pre.prompt mark.constraint-mark")).to_have_count(6)
+    expect(page.locator("#result-list li.selected")).to_have_count(1)
+    shot = tmp_path / "sysbank.png"
+    page.screenshot(path=str(shot), full_page=False)
+    assert_not_blank(shot)
+
+    page.check("#regex")
+    page.fill("#q", "(")
+    expect(page.locator("#status")).to_have_class(re.compile("error"))
+    expect(page.locator("#status")).to_contain_text("invalid regular expression")
+
+
+def test_deep_link_opens_record(page: Page, server: str) -> None:
+    page.goto(server + "#id=gptstore_549")
+    expect(page.locator("#detail-name")).to_have_text("Polite Customer Desk")
+    expect(page.locator("#constraint-list li")).to_have_count(5)
+
+
+def assert_not_blank(png: Path) -> None:
+    """A real rendering has many distinct colours; a blank or failed page has one or two."""
+    from PIL import Image
+
+    with Image.open(png) as img:
+        assert img.size == (1280, 900)
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, f"screenshot looks blank ({len(colours or [])} colours)"
