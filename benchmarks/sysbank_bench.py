@@ -75,8 +75,7 @@ def generate(path: Path, records: int, seed: int) -> Path:
     """Write `records` release-format lines to `path`."""
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as fh:
-        for i in range(records):
-            fh.write(json.dumps(_record(i, rng), ensure_ascii=False) + "\n")
+        fh.writelines(json.dumps(_record(i, rng), ensure_ascii=False) + "\n" for i in range(records))
     return path
 
 

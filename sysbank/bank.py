@@ -19,6 +19,7 @@ from typing import Any
 
 from rpo.utils.io import InputError
 from rpo.utils.records import SystemProfile
+
 from sysbank.loader import SAMPLE_PATH, Location, iter_profiles, profile_language
 from sysbank.ontology import CATEGORIES, OTHER, categorize
 

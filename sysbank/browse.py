@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error
+
 from sysbank.bank import LANGUAGES, Bank, Filters
 from sysbank.loader import SAMPLE_PATH, to_jsonl_line
 from sysbank.ontology import CATEGORIES, OTHER

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-
 from rpo.utils.io import InputError, describe_validation_error, open_text
 from rpo.utils.records import SystemProfile
 
@@ -129,16 +128,16 @@ def _first_key(obj: dict[str, Any], keys: Iterable[str]) -> tuple[str, Any] | No
 
 def _string_list(value: Any, field: str) -> list[str]:
     if not isinstance(value, list):
-        raise ValueError(f"field {field}: expected a list of strings, got {type(value).__name__}")
+        raise TypeError(f"field {field}: expected a list of strings, got {type(value).__name__}")
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise ValueError(f"field {field}[{i}]: expected a string, got {type(item).__name__}")
+            raise TypeError(f"field {field}[{i}]: expected a string, got {type(item).__name__}")
     return [item.strip() for item in value if item.strip()]
 
 
 def _text(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"field {field}: expected a string, got {type(value).__name__}")
+        raise TypeError(f"field {field}: expected a string, got {type(value).__name__}")
     return value.strip()
 
 
@@ -151,7 +150,7 @@ def _optional_text(obj: dict[str, Any], key: str) -> str | None:
 
 def _from_structure(structure: Any) -> dict[str, Any]:
     if not isinstance(structure, dict):
-        raise ValueError(f"field structure_system_prompt: expected an object, got {type(structure).__name__}")
+        raise TypeError(f"field structure_system_prompt: expected an object, got {type(structure).__name__}")
     out: dict[str, Any] = {}
     name = _first_key(structure, NAME_KEYS)
     if name is None:
@@ -196,7 +195,7 @@ def _inspired_corpus(obj: dict[str, Any]) -> str | None:
 def normalise(obj: dict[str, Any]) -> SystemProfile:
     """Map one release record (either key language), or an already normalised one, to a SystemProfile.
 
-    Raises ValueError whose message starts with `field <name>:`.
+    Raises ValueError (bad value) or TypeError (wrong JSON type) whose message starts with `field <name>:`.
     """
     if "gptId" in obj:
         raw_id, id_field = obj["gptId"], "gptId"
@@ -289,7 +288,7 @@ def _parse_line(line: str, path: Path, lineno: int) -> SystemProfile:
         raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
     try:
         return normalise(obj)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         record_id = obj.get("gptId") or obj.get("id")
         record = f" (record {record_id})" if isinstance(record_id, str | int) and record_id != "" else ""
         raise InputError(f"{path}: line {lineno}{record}: {err}") from None

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from rpo.utils.io import InputError
+
 from sysbank.bank import LANGUAGES, Bank, Filters
 from sysbank.loader import normalised_dict
 from sysbank.ontology import CATEGORIES, OTHER
@@ -101,7 +102,7 @@ def make_handler(bank: Bank) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "SysBank"
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = parse_qs(url.query)
             try:
@@ -137,7 +138,7 @@ def make_handler(bank: Bank) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+        def log_message(self, format: str, *args: Any) -> None:
             """Quiet: one line per request would drown the URL line a user needs."""
 
     return Handler

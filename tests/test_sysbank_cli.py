@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rpo.utils.io import read_jsonl
 from rpo.utils.records import SystemProfile
+
 from sysbank.loader import SAMPLE_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +19,8 @@ N_SAMPLE = sum(1 for line in SAMPLE_PATH.read_text(encoding="utf-8").splitlines(
 
 
 def browse(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(BROWSE), *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return subprocess.run([sys.executable, str(BROWSE), *args], capture_output=True, text=True, cwd=cwd, timeout=60,
+                          check=False)
 
 
 def release_record(i: int, zh: bool = False, **extra: object) -> dict[str, object]:

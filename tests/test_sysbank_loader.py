@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from rpo.utils.io import InputError, read_jsonl
 from rpo.utils.records import SystemProfile
+
 from sysbank.bank import Bank, Filters
 from sysbank.loader import (
     SAMPLE_PATH,
@@ -90,9 +90,11 @@ def test_structure_wins_over_flat_text() -> None:
     ("text", "expected"),
     [
         (
-            "## Profile:\nName: Zodiac Expert  \nDescription: Reads stars.\nIt also gives advice.\n\n## Skills:\n"
-            "1. Interpret signs\n2. Daily horoscopes\n\n## Constraints:\n1. Mention the user's sign.\n"
-            "2. Keep answers within 150 words,\n   even for long questions.\n10. No emojis.",
+            (
+                "## Profile:\nName: Zodiac Expert  \nDescription: Reads stars.\nIt also gives advice.\n\n## Skills:\n"
+                "1. Interpret signs\n2. Daily horoscopes\n\n## Constraints:\n1. Mention the user's sign.\n"
+                "2. Keep answers within 150 words,\n   even for long questions.\n10. No emojis."
+            ),
             {
                 "name": "Zodiac Expert",
                 "description": "Reads stars.\nIt also gives advice.",
@@ -102,8 +104,10 @@ def test_structure_wins_over_flat_text() -> None:
             },
         ),
         (
-            "## profile:\n名称：星座专家\n描述: 解读星座。\n\n## 技能：\n1、解读星座特性\n2. 分析运势\n\n## 约束:\n"
-            "1. 回复必须包含星座名称。\n2）所有回复必须在150字以内。",
+            (
+                "## profile:\n名称：星座专家\n描述: 解读星座。\n\n## 技能：\n1、解读星座特性\n2. 分析运势\n\n## 约束:\n"
+                "1. 回复必须包含星座名称。\n2）所有回复必须在150字以内。"
+            ),
             {
                 "name": "星座专家",
                 "description": "解读星座。",
@@ -219,7 +223,7 @@ def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
 
 def test_search_and_filters() -> None:
     bank = Bank.load(SAMPLE_PATH)
-    ids = lambda idx: [bank.profiles[i].id for i in idx]  # noqa: E731
+    ids = lambda idx: [bank.profiles[i].id for i in idx]
     hits = bank.search("EMOJI")
     assert hits and all("emoji" in "\n".join(bank.profiles[i].constraints + [bank.profiles[i].name]).lower()
                         for i in hits)
