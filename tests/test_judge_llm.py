@@ -6,11 +6,11 @@ import asyncio
 import json
 
 import pytest
-
 from rpo.utils.evaluate_utils import LLMJudge, align, parse_bool, parse_verdicts
 from rpo.utils.llm_client import LLMClient
 from rpo.utils.pipeline_config import PipelineConfig
 from rpo.utils.records import ProfileCore
+
 from tests.scripted_server import ScriptedServer
 
 CONSTRAINTS = [
@@ -22,18 +22,26 @@ PROFILE = ProfileCore(name="Chef Bot", description="Cooks.", constraints=CONSTRA
 
 
 def config_for(server: ScriptedServer, cache_dir=None) -> PipelineConfig:
-    return PipelineConfig.from_dict({
-        "default": {"base_url": server.base_url, "model": "judge-model", "api_key_env": None, "temperature": 0},
-        "roles": {"judge": {}},
-        "cache_dir": str(cache_dir) if cache_dir else None,
-        "retry_base_s": 0,
-    })
+    return PipelineConfig.from_dict(
+        {
+            "default": {
+                "base_url": server.base_url,
+                "model": "judge-model",
+                "api_key_env": None,
+                "temperature": 0,
+            },
+            "roles": {"judge": {}},
+            "cache_dir": str(cache_dir) if cache_dir else None,
+            "retry_base_s": 0,
+        }
+    )
 
 
 def answer(follows, constraints=CONSTRAINTS, order=None) -> str:
     order = order or range(len(follows))
-    return json.dumps([{"constraint": constraints[i], "reason": f"because {i}", "follows": follows[i]}
-                       for i in order])
+    return json.dumps(
+        [{"constraint": constraints[i], "reason": f"because {i}", "follows": follows[i]} for i in order]
+    )
 
 
 @pytest.fixture()
@@ -67,16 +75,19 @@ def test_good_answer_one_call_in_order(server):
 
 
 def test_malformed_but_repairable_answer(server):
-    text = ("Here is my verdict:\n```json\n[{'constraint': 'a', 'reasoning': 'x', 'evaluation_result': True},\n"
-            " {\"constraint\": \"b\", \"reason\": \"y\", \"follows\": \"no\"},\n"
-            " {\"constraint\": \"c\", \"reason\": \"z\", \"follows\": \"true\",},]\n```")
-    verdicts, stats = judge_once(server, text)
+    text = (
+        "Here is my verdict:\n```json\n[{'constraint': 'a', 'reasoning': 'x', 'evaluation_result': True},\n"
+        ' {"constraint": "b", "reason": "y", "follows": "no"},\n'
+        ' {"constraint": "c", "reason": "z", "follows": "true",},]\n```'
+    )
+    verdicts, _ = judge_once(server, text)
     assert verdicts.follows == [True, False, True] and len(server.requests) == 1
 
 
 def test_wrong_count_is_retried_in_the_same_conversation(server):
-    verdicts, stats = judge_once(server, json.dumps([{"constraint": "x", "reason": "", "follows": True}]),
-                                 answer([False, False, True]))
+    verdicts, stats = judge_once(
+        server, json.dumps([{"constraint": "x", "reason": "", "follows": True}]), answer([False, False, True])
+    )
     assert verdicts.follows == [False, False, True]
     assert stats.retries == 1 and stats.judged == 1
     second = server.chat_requests[1]["messages"]
@@ -106,7 +117,7 @@ def test_shuffled_items_are_aligned_by_restated_constraint(server):
 def test_extra_item_falls_back_to_fuzzy_match(server):
     items = json.loads(answer([False, True, False]))
     items.insert(1, {"constraint": "Overall impression", "reason": "fine", "follows": True})
-    verdicts, stats = judge_once(server, json.dumps(items))
+    verdicts, _ = judge_once(server, json.dumps(items))
     assert verdicts.follows == [False, True, False] and len(server.requests) == 1
 
 

@@ -6,11 +6,11 @@ import asyncio
 import json
 
 import pytest
-
 from rpo.utils.interfaces import Verdicts
 from rpo.utils.llm_client import LLMClient
 from rpo.utils.records import ProfileCore, SessionDetail
 from rpo.utils.reverser import JudgeReversalVerifier, LLMReversalVerifier, LLMReverser, verify_reversals
+
 from tests.scripted_server import ScriptedServer
 from tests.test_judge_llm import config_for
 
@@ -94,17 +94,28 @@ class MentionJudge:
 
 
 def detail(reversed_constraints):
-    return SessionDetail.model_validate({
-        "session_id": "s1",
-        "profile": {"name": "Guide", "constraints": ["Mention Paris in every reply.", "Mention Rome in every reply."]},
-        "reversed_constraints": reversed_constraints,
-        "turns": [{"query": "q", "reference_response": "r", "samples": [
-            {"response": "Rome is lovely", "follows": [False, True]},
-            {"response": "Nothing here", "follows": [False, False]},
-            {"response": "Paris and Rome", "follows": [True, True]},
-            {"response": "unjudged", "follows": None},
-        ]}],
-    })
+    return SessionDetail.model_validate(
+        {
+            "session_id": "s1",
+            "profile": {
+                "name": "Guide",
+                "constraints": ["Mention Paris in every reply.", "Mention Rome in every reply."],
+            },
+            "reversed_constraints": reversed_constraints,
+            "turns": [
+                {
+                    "query": "q",
+                    "reference_response": "r",
+                    "samples": [
+                        {"response": "Rome is lovely", "follows": [False, True]},
+                        {"response": "Nothing here", "follows": [False, False]},
+                        {"response": "Paris and Rome", "follows": [True, True]},
+                        {"response": "unjudged", "follows": None},
+                    ],
+                }
+            ],
+        }
+    )
 
 
 def test_verify_flags_a_reversal_that_failing_samples_do_not_satisfy():
@@ -119,7 +130,9 @@ def test_verify_flags_a_reversal_that_failing_samples_do_not_satisfy():
 
 def test_llm_verifier_one_call_per_sample(server):
     server.handler = lambda request: json.dumps(
-        [{"constraint": "x", "reason": "", "follows": True}] * request["messages"][0]["content"].count("(original:"))
+        [{"constraint": "x", "reason": "", "follows": True}]
+        * request["messages"][0]["content"].count("(original:")
+    )
 
     async def go():
         async with LLMClient(config_for(server)) as client:

@@ -19,7 +19,6 @@ from typing import Any
 
 import json_repair
 from rapidfuzz import fuzz, utils
-
 from rpo.utils.interfaces import Messages, Verdicts
 from rpo.utils.llm_client import LLMClient
 from rpo.utils.prompts import render_lang
@@ -27,7 +26,20 @@ from rpo.utils.records import ProfileCore
 
 FUZZY_MIN_SCORE = 80.0
 _TRUE = {"true", "yes", "y", "1", "followed", "follows", "pass", "passed", "是", "遵守", "满足", "符合"}
-_FALSE = {"false", "no", "n", "0", "not followed", "fail", "failed", "否", "未遵守", "不满足", "不符合", "违反"}
+_FALSE = {
+    "false",
+    "no",
+    "n",
+    "0",
+    "not followed",
+    "fail",
+    "failed",
+    "否",
+    "未遵守",
+    "不满足",
+    "不符合",
+    "违反",
+}
 VERDICT_KEYS = ("follows", "evaluation_result", "result", "verdict", "judgement", "judgment", "answer")
 REASON_KEYS = ("reason", "reasoning", "explanation")
 RESTATED_KEYS = ("constraint", "rule", "original", "original_cons")
@@ -53,8 +65,10 @@ class JudgeStats:
     llm_errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"judged {self.judged}, unjudged {self.unjudged}, format retries {self.retries}, "
-                f"aligned by fuzzy match {self.fuzzy_aligned}")
+        return (
+            f"judged {self.judged}, unjudged {self.unjudged}, format retries {self.retries}, "
+            f"aligned by fuzzy match {self.fuzzy_aligned}"
+        )
 
 
 def resolve_lang(lang: str | None, profile: ProfileCore) -> str:
@@ -111,15 +125,14 @@ def align(restated: Sequence[str | None], targets: Sequence[str]) -> list[int] |
 
     if len(restated) == n:
         misplaced = any(
-            restated[i] and score(i, i) < FUZZY_MIN_SCORE
+            restated[i]
+            and score(i, i) < FUZZY_MIN_SCORE
             and any(score(i, k) >= FUZZY_MIN_SCORE for k in range(n) if k != i)
             for i in range(n)
         )
         if not misplaced:
             return list(range(n))
-    candidates = sorted(
-        ((score(i, k), i, k) for i in range(len(restated)) for k in range(n)), reverse=True
-    )
+    candidates = sorted(((score(i, k), i, k) for i in range(len(restated)) for k in range(n)), reverse=True)
     mapping: dict[int, int] = {}
     used: set[int] = set()
     for value, i, k in candidates:
@@ -179,17 +192,34 @@ async def ask_structured(
                 return None
             if on_retry is not None:
                 on_retry()
-            retry = render_lang("format_retry", lang, reason=failure.reason, got=failure.got,
-                                expected=expected, keys=list(keys))
-            messages = [*messages, {"role": "assistant", "content": answer}, {"role": "user", "content": retry}]
+            retry = render_lang(
+                "format_retry",
+                lang,
+                reason=failure.reason,
+                got=failure.got,
+                expected=expected,
+                keys=list(keys),
+            )
+            messages = [
+                *messages,
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": retry},
+            ]
     return None
 
 
 class LLMJudge:
     """`Judge` backed by an LLM role; see the module docstring."""
 
-    def __init__(self, client: LLMClient, role: str = "judge", lang: str | None = None, max_attempts: int = 3,
-                 stats: JudgeStats | None = None, template: str = "judge"):
+    def __init__(
+        self,
+        client: LLMClient,
+        role: str = "judge",
+        lang: str | None = None,
+        max_attempts: int = 3,
+        stats: JudgeStats | None = None,
+        template: str = "judge",
+    ):
         self.client = client
         self.role = role
         self.lang = lang
@@ -201,18 +231,26 @@ class LLMJudge:
         """Verdicts for every constraint of `profile` (history is not shown: constraints are per turn)."""
         return await self.judge_list(profile.constraints, query, response, resolve_lang(self.lang, profile))
 
-    async def judge_list(self, constraints: Sequence[str], query: str, response: str, lang: str,
-                         **extra: Any) -> Verdicts:
+    async def judge_list(
+        self, constraints: Sequence[str], query: str, response: str, lang: str, **extra: Any
+    ) -> Verdicts:
         """Judge `response` against the given statements with this judge's template."""
         if not constraints:
             self.stats.judged += 1
             return Verdicts(follows=[], reasons=[])
-        prompt = render_lang(self.template, lang, constraints=list(constraints), query=query, response=response,
-                             **extra)
+        prompt = render_lang(
+            self.template, lang, constraints=list(constraints), query=query, response=response, **extra
+        )
         parsed = await ask_structured(
-            self.client, self.role, prompt, lang, lambda text: parse_verdicts(text, constraints),
-            expected=len(constraints), keys=("constraint", "reason", "follows"),
-            max_attempts=self.max_attempts, on_retry=self._count_retry,
+            self.client,
+            self.role,
+            prompt,
+            lang,
+            lambda text: parse_verdicts(text, constraints),
+            expected=len(constraints),
+            keys=("constraint", "reason", "follows"),
+            max_attempts=self.max_attempts,
+            on_retry=self._count_retry,
         )
         if parsed is None:
             self.stats.unjudged += 1

@@ -47,8 +47,10 @@ class ReverseStats:
     retries: int = 0
 
     def summary(self) -> str:
-        return (f"profiles {self.profiles}, constraints {self.constraints}, not reversible {self.not_reversible}, "
-                f"profiles left unreversed after retries {self.failed_profiles}, format retries {self.retries}")
+        return (
+            f"profiles {self.profiles}, constraints {self.constraints}, not reversible {self.not_reversible}, "
+            f"profiles left unreversed after retries {self.failed_profiles}, format retries {self.retries}"
+        )
 
 
 def _reversal_text(value: Any) -> str | None:
@@ -92,8 +94,14 @@ def parse_reversals(text: str, constraints: Sequence[str]) -> list[str | None]:
 class LLMReverser:
     """`Reverser` backed by an LLM role (one call per profile)."""
 
-    def __init__(self, client: LLMClient, role: str = "reverse", lang: str | None = None, max_attempts: int = 3,
-                 stats: ReverseStats | None = None):
+    def __init__(
+        self,
+        client: LLMClient,
+        role: str = "reverse",
+        lang: str | None = None,
+        max_attempts: int = 3,
+        stats: ReverseStats | None = None,
+    ):
         self.client = client
         self.role = role
         self.lang = lang
@@ -109,9 +117,15 @@ class LLMReverser:
         lang = resolve_lang(self.lang, profile)
         prompt = render_lang("reverse", lang, constraints=constraints)
         parsed = await ask_structured(
-            self.client, self.role, prompt, lang, lambda text: parse_reversals(text, constraints),
-            expected=len(constraints), keys=("index", "constraint", "reversed"),
-            max_attempts=self.max_attempts, on_retry=self._count_retry,
+            self.client,
+            self.role,
+            prompt,
+            lang,
+            lambda text: parse_reversals(text, constraints),
+            expected=len(constraints),
+            keys=("index", "constraint", "reversed"),
+            max_attempts=self.max_attempts,
+            on_retry=self._count_retry,
         )
         if parsed is None:
             self.stats.failed_profiles += 1
@@ -125,8 +139,9 @@ class LLMReverser:
 
 
 class ReversalVerifier(Protocol):
-    async def verify(self, profile: ProfileCore, query: str, response: str, indices: list[int],
-                     reversals: list[str]) -> list[bool] | None:
+    async def verify(
+        self, profile: ProfileCore, query: str, response: str, indices: list[int], reversals: list[str]
+    ) -> list[bool] | None:
         """Whether `response` satisfies each reversal (constraints `indices` of `profile`); None if unknown."""
         ...
 
@@ -134,16 +149,25 @@ class ReversalVerifier(Protocol):
 class LLMReversalVerifier:
     """Asks the judge role, with a prompt showing each reversal beside its original."""
 
-    def __init__(self, client: LLMClient, role: str = "judge", lang: str | None = None, max_attempts: int = 3,
-                 stats: JudgeStats | None = None):
-        self.judge = LLMJudge(client, role=role, lang=lang, max_attempts=max_attempts, stats=stats,
-                              template="verify_reversal")
+    def __init__(
+        self,
+        client: LLMClient,
+        role: str = "judge",
+        lang: str | None = None,
+        max_attempts: int = 3,
+        stats: JudgeStats | None = None,
+    ):
+        self.judge = LLMJudge(
+            client, role=role, lang=lang, max_attempts=max_attempts, stats=stats, template="verify_reversal"
+        )
 
-    async def verify(self, profile: ProfileCore, query: str, response: str, indices: list[int],
-                     reversals: list[str]) -> list[bool] | None:
+    async def verify(
+        self, profile: ProfileCore, query: str, response: str, indices: list[int], reversals: list[str]
+    ) -> list[bool] | None:
         originals = [profile.constraints[k] for k in indices]
-        verdicts = await self.judge.judge_list(reversals, query, response, resolve_lang(self.judge.lang, profile),
-                                               originals=originals)
+        verdicts = await self.judge.judge_list(
+            reversals, query, response, resolve_lang(self.judge.lang, profile), originals=originals
+        )
         return verdicts.follows
 
 
@@ -153,10 +177,12 @@ class JudgeReversalVerifier:
     def __init__(self, judge: Judge):
         self.judge = judge
 
-    async def verify(self, profile: ProfileCore, query: str, response: str, indices: list[int],
-                     reversals: list[str]) -> list[bool] | None:
-        reversed_profile = ProfileCore(name=profile.name, description=profile.description, skills=profile.skills,
-                                       constraints=reversals)
+    async def verify(
+        self, profile: ProfileCore, query: str, response: str, indices: list[int], reversals: list[str]
+    ) -> list[bool] | None:
+        reversed_profile = ProfileCore(
+            name=profile.name, description=profile.description, skills=profile.skills, constraints=reversals
+        )
         return (await self.judge.judge(reversed_profile, [], query, response)).follows
 
 
@@ -180,27 +206,32 @@ class ReversalCheck:
         return {**asdict(self), "ok": self.ok}
 
 
-async def verify_reversals(detail: SessionDetail, verifier: ReversalVerifier,
-                           max_checks: int = 3) -> list[ReversalCheck]:
+async def verify_reversals(
+    detail: SessionDetail, verifier: ReversalVerifier, max_checks: int = 3
+) -> list[ReversalCheck]:
     """Check each reversal on up to `max_checks` judged responses that fail its constraint.
 
     One verifier call per sample covers every reversal that sample can test.
     """
     constraints = detail.profile.constraints
-    checks = [ReversalCheck(k, c, r) for k, (c, r) in enumerate(zip(constraints, detail.reversed_constraints))]
+    checks = [
+        ReversalCheck(k, c, r) for k, (c, r) in enumerate(zip(constraints, detail.reversed_constraints))
+    ]
     for turn in detail.turns:
         for sample in turn.samples:
             if sample.follows is None:
                 continue
             indices = [
-                k for k, followed in enumerate(sample.follows)
-                if not followed and checks[k].reversed is not None and checks[k].checked + checks[k].unjudged < max_checks
+                k
+                for k, followed in enumerate(sample.follows)
+                if not followed
+                and checks[k].reversed is not None
+                and checks[k].checked + checks[k].unjudged < max_checks
             ]
             if not indices:
                 continue
-            reversals = [checks[k].reversed for k in indices]
-            verdicts = await verifier.verify(detail.profile, turn.query, sample.response, indices,
-                                             reversals)  # type: ignore[arg-type]
+            reversals = [r for k in indices if (r := checks[k].reversed) is not None]
+            verdicts = await verifier.verify(detail.profile, turn.query, sample.response, indices, reversals)
             for position, k in enumerate(indices):
                 if verdicts is None:
                     checks[k].unjudged += 1

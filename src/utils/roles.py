@@ -20,12 +20,13 @@ DEFAULT_PERSONA = {
     "zh": "一位每天都会使用聊天助手的普通成年人，想到什么就问什么。",
 }
 _LABEL = re.compile(r"^\s*(user|query|用户|问题)\s*[:：]\s*", re.IGNORECASE)
-_QUOTES = ("\"\"", "''", "“”", "「」")
+_QUOTES = ('""', "''", "“”", "「」")
 
 
 class Refiner(Protocol):
-    async def refine(self, profile: ProfileCore, history: Messages, query: str, response: str,
-                     verdicts: Verdicts) -> str:
+    async def refine(
+        self, profile: ProfileCore, history: Messages, query: str, response: str, verdicts: Verdicts
+    ) -> str:
         """A rewrite of `response` meant to follow the constraints `verdicts` marks as broken."""
         ...
 
@@ -54,8 +55,13 @@ def clean_query(text: str) -> str:
 class LLMUserSimulator:
     """`UserSimulator`: a persona writing natural, challenging queries that touch constraint triggers."""
 
-    def __init__(self, client: LLMClient, user_profile: UserProfile | str | None = None, role: str = "user",
-                 lang: str | None = None):
+    def __init__(
+        self,
+        client: LLMClient,
+        user_profile: UserProfile | str | None = None,
+        role: str = "user",
+        lang: str | None = None,
+    ):
         self.client = client
         self.user_profile = user_profile
         self.role = role
@@ -68,8 +74,9 @@ class LLMUserSimulator:
 
     async def next_query(self, profile: ProfileCore, history: Messages, turn: int) -> str:
         lang = resolve_lang(self.lang, profile)
-        prompt = render_lang("user_query", lang, profile=profile, user_profile=self.persona(lang),
-                             history=history, turn=turn)
+        prompt = render_lang(
+            "user_query", lang, profile=profile, user_profile=self.persona(lang), history=history, turn=turn
+        )
         text = (await self.client.chat(self.role, [{"role": "user", "content": prompt}])).texts[0]
         return clean_query(text)
 
@@ -77,28 +84,52 @@ class LLMUserSimulator:
 class LLMRefiner:
     """`Refiner`: the critic role says what to fix, then the response role rewrites the reply."""
 
-    def __init__(self, client: LLMClient, critic_role: str = "critic", refine_role: str = "response",
-                 lang: str | None = None):
+    def __init__(
+        self,
+        client: LLMClient,
+        critic_role: str = "critic",
+        refine_role: str = "response",
+        lang: str | None = None,
+    ):
         self.client = client
         self.critic_role = critic_role
         self.refine_role = refine_role
         self.lang = lang
 
-    async def refine(self, profile: ProfileCore, history: Messages, query: str, response: str,
-                     verdicts: Verdicts) -> str:
+    async def refine(
+        self, profile: ProfileCore, history: Messages, query: str, response: str, verdicts: Verdicts
+    ) -> str:
         lang = resolve_lang(self.lang, profile)
         follows = verdicts.follows or [False] * len(profile.constraints)
         reasons = verdicts.reasons or [""] * len(profile.constraints)
-        items = [{"constraint": c, "reason": r, "follows": f}
-                 for c, r, f in zip(profile.constraints, reasons, follows)]
-        critique_prompt = render_lang("critic", lang, query=query, response=response,
-                                      kept=[i for i in items if i["follows"]],
-                                      broken=[i for i in items if not i["follows"]])
-        critique = (await self.client.chat(self.critic_role, [{"role": "user", "content": critique_prompt}])).texts[0]
-        refine_prompt = render_lang("refine", lang, query=query, response=response,
-                                    constraints=profile.constraints, critique=critique.strip())
+        items = [
+            {"constraint": c, "reason": r, "follows": f}
+            for c, r, f in zip(profile.constraints, reasons, follows)
+        ]
+        critique_prompt = render_lang(
+            "critic",
+            lang,
+            query=query,
+            response=response,
+            kept=[i for i in items if i["follows"]],
+            broken=[i for i in items if not i["follows"]],
+        )
+        critique = (
+            await self.client.chat(self.critic_role, [{"role": "user", "content": critique_prompt}])
+        ).texts[0]
+        refine_prompt = render_lang(
+            "refine",
+            lang,
+            query=query,
+            response=response,
+            constraints=profile.constraints,
+            critique=critique.strip(),
+        )
         from rpo.utils.system_prompt import render_system_prompt
 
-        messages: Messages = [{"role": "system", "content": render_system_prompt(profile, lang=lang)}, *history,
-                              {"role": "user", "content": refine_prompt}]
+        messages: Messages = [
+            {"role": "system", "content": render_system_prompt(profile, lang=lang)},
+            *history,
+            {"role": "user", "content": refine_prompt},
+        ]
         return (await self.client.chat(self.refine_role, messages)).texts[0].strip()
