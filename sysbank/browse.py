@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -168,7 +169,16 @@ def export(bank: Bank, indices: Sequence[int], output: str | Path) -> int:
 
 @exit_on_input_error
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    try:
+        run(build_parser().parse_args(argv))
+    except BrokenPipeError:
+        # output piped into `head` and friends: stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Carry out one parsed subcommand."""
     bank = Bank.load(args.path or [SAMPLE_PATH])
     if args.command == "show":
         i = bank.get(args.id)
