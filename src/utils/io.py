@@ -179,8 +179,12 @@ class JsonArrayWriter:
         return self
 
     def write(self, record: BaseModel | dict[str, Any]) -> None:
+        self.write_encoded(dumps(record))
+
+    def write_encoded(self, text: str) -> None:
+        """Append one record already encoded as a JSON object (hot loops assemble it from cached pieces)."""
         assert self._fh is not None
-        self._fh.write(("\n" if self.count == 0 else ",\n") + dumps(record))
+        self._fh.write(("\n" if self.count == 0 else ",\n") + text)
         self.count += 1
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

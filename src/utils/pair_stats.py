@@ -1,0 +1,214 @@
+"""Statistics of preference data: paper Table 4 sample efficiency, margins, token lengths.
+
+Follow vectors are bit masks here: bit k is set when the response follows constraint k. A turn's
+sampled responses are judged once; the question Table 4 asks is, per turn (query), whether a pairing
+method can build a pair of each quality from those responses:
+
+- **valid**: a pair with a score gap. Direct pairing needs two responses whose numbers of followed
+  constraints differ; reversed pairing needs a pair it actually emits (margin >= 1 on its prompt).
+- **dominated**: a pair whose chosen is not worse than the rejected on any constraint of the pair's
+  prompt, and better on at least one. Direct: one response's followed set strictly contains another's.
+- **perfect**: a pair whose chosen follows every constraint of the pair's prompt. Direct: some response
+  follows all constraints and another does not.
+
+Rates are the share of eligible turns (turns with at least two judged samples) where such a pair exists,
+also split by the number of constraints in the profile (< 5 and >= 5), as the paper splits "perfect".
+Reversed rates are measured on the records the construction emits, not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rpo.utils.io import InputError, open_text
+
+QUALITIES = ("valid", "dominated", "perfect")
+BUCKETS = ("<5", ">=5")
+
+
+def bucket(n_constraints: int) -> str:
+    """The paper's split of Table 4: fewer than five constraints, or five and more."""
+    return "<5" if n_constraints < 5 else ">=5"
+
+
+def direct_flags(masks: Sequence[int], full: int) -> tuple[bool, bool, bool]:
+    """(valid, dominated, perfect) for pairing a turn's distinct follow masks as they were sampled."""
+    counts = {m.bit_count() for m in masks}
+    valid = len(counts) > 1
+    dominated = valid and any(a != b and a & b == b for a in masks for b in masks)
+    perfect = len(masks) > 1 and full in masks
+    return valid, dominated, perfect
+
+
+def reversed_pair_flags(chosen: int, rejected: int, kept: int, flipped: int) -> tuple[bool, bool, bool]:
+    """(valid, dominated, perfect) of one reversed pair on its own prompt.
+
+    `kept` masks the constraints in the pair's prompt, `flipped` those of them stated reversed.
+    A response satisfies prompt item k when it follows k and k is not flipped, or fails k and it is.
+    """
+    chosen_ok = (chosen ^ flipped) & kept
+    rejected_ok = (rejected ^ flipped) & kept
+    gap = (chosen_ok ^ rejected_ok).bit_count()
+    dominated = gap > 0 and rejected_ok & ~chosen_ok == 0
+    return gap > 0, dominated, chosen_ok == kept
+
+
+@dataclass
+class Rates:
+    """Counts of eligible turns and of those where a pair of each quality exists."""
+
+    turns: int = 0
+    hits: Counter[str] = field(default_factory=Counter)
+
+    def add(self, flags: tuple[bool, bool, bool]) -> None:
+        self.turns += 1
+        for name, flag in zip(QUALITIES, flags):
+            self.hits[name] += flag
+
+    def rates(self) -> dict[str, float]:
+        return {name: (self.hits[name] / self.turns if self.turns else 0.0) for name in QUALITIES}
+
+
+@dataclass
+class SampleEfficiency:
+    """Table 4 for direct vs reversed pairing, overall and by number of constraints."""
+
+    direct: dict[str, Rates] = field(default_factory=lambda: {b: Rates() for b in ("all", *BUCKETS)})
+    reverse: dict[str, Rates] = field(default_factory=lambda: {b: Rates() for b in ("all", *BUCKETS)})
+
+    def add_turn(
+        self, n_constraints: int, direct: tuple[bool, bool, bool], reverse: tuple[bool, bool, bool]
+    ) -> None:
+        for key in ("all", bucket(n_constraints)):
+            self.direct[key].add(direct)
+            self.reverse[key].add(reverse)
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """The `sample_efficiency` block of the demo report: overall rates per method."""
+        return {"direct": self.direct["all"].rates(), "reverse": self.reverse["all"].rates()}
+
+    def by_bucket(self) -> dict[str, dict[str, dict[str, float]]]:
+        return {
+            method: {b: table[b].rates() for b in BUCKETS}
+            for method, table in (("direct", self.direct), ("reverse", self.reverse))
+        }
+
+    def table(self) -> str:
+        """Text table: valid, dominated, perfect, then perfect split by < 5 and >= 5 constraints."""
+        head = (
+            f"{'method':<8} {'valid':>6} {'dominated':>9} {'perfect':>7} {'perf<5':>7} {'perf>=5':>7}  turns"
+        )
+        lines = [head]
+        for method, table in (("direct", self.direct), ("reverse", self.reverse)):
+            r = table["all"].rates()
+            lo, hi = table["<5"].rates()["perfect"], table[">=5"].rates()["perfect"]
+            lines.append(
+                f"{method:<8} {r['valid']:>6.2f} {r['dominated']:>9.2f} {r['perfect']:>7.2f} "
+                f"{lo:>7.2f} {hi:>7.2f}  {table['all'].turns} (<5: {table['<5'].turns}, >=5: {table['>=5'].turns})"
+            )
+        return "\n".join(lines)
+
+
+def format_histogram(hist: Counter[int], width: int = 40) -> str:
+    """One line per value: `  3  1200  ######`."""
+    if not hist:
+        return "  (empty)"
+    top = max(hist.values())
+    return "\n".join(
+        f"  {value:>3} {count:>9}  {'#' * max(1, round(width * count / top))}"
+        for value, count in sorted(hist.items())
+    )
+
+
+def iter_dataset(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Stream records of a JSON-array dataset written one record a line (as this toolkit writes them).
+
+    Falls back to loading the whole array for files laid out otherwise.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    with open_text(path) as fh:
+        lines = iter(fh)
+        first = next(lines, "").strip()
+        if first not in ("[", "[]"):
+            fh.seek(0)
+            try:
+                data = json.load(fh)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+            if not isinstance(data, list):
+                raise InputError(f"{path}: expected a JSON array of records")
+            yield from data
+            return
+        for lineno, line in enumerate(lines, 2):
+            text = line.strip().removesuffix(",")
+            if text in ("", "]"):
+                continue
+            try:
+                yield json.loads(text)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg})") from None
+
+
+def record_texts(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, text) of the longest sequence a record trains on: its prompt and its longer response."""
+    turns = [(m["from"], m["value"]) for m in record.get("conversations", [])]
+    answers = [record[k]["value"] for k in ("chosen", "rejected") if isinstance(record.get(k), dict)]
+    if answers:
+        turns.append(("gpt", max(answers, key=len)))
+    return turns
+
+
+def percentiles(values: Sequence[int], points: Iterable[float]) -> dict[str, int]:
+    """Nearest-rank percentiles (p100 is the maximum)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    out = {}
+    for p in points:
+        rank = min(len(ordered), max(1, -(-len(ordered) * p // 100)))
+        out[f"p{p:g}"] = ordered[int(rank) - 1]
+    return out
+
+
+_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
+
+
+def length_percentiles(
+    dataset_path: str | Path,
+    tokenizer: str | None = None,
+    points: Iterable[float] = (50, 90, 95, 99, 100),
+) -> dict[str, Any]:
+    """Length percentiles of a dataset's records, to choose LLaMA-Factory's `cutoff_len`.
+
+    The length of a record is its prompt plus its longer response. With a tokenizer path the unit is
+    tokens (the tokenizer's chat template when it has one, else the texts joined by newlines);
+    without one it is characters. transformers is imported only when a tokenizer is asked for.
+    """
+    records = iter_dataset(dataset_path)
+    if tokenizer is None:
+        lengths = [sum(len(text) for _, text in record_texts(r)) for r in records]
+        unit = "chars"
+    else:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+        lengths = []
+        for r in records:
+            texts = record_texts(r)
+            if tok.chat_template:
+                ids = tok.apply_chat_template(
+                    [{"role": _ROLES.get(role, role), "content": text} for role, text in texts], tokenize=True
+                )
+                ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+                lengths.append(len(ids))
+            else:
+                lengths.append(len(tok("\n".join(text for _, text in texts))["input_ids"]))
+        unit = "tokens"
+    return {"unit": unit, "records": len(lengths), **percentiles(lengths, points)}

@@ -1,0 +1,483 @@
+"""Preference pairs from judged session details (SPEC §4.3-4.4, paper §4, §5.5 and appendix D.1).
+
+Three constructions over the same judged samples:
+
+- RPO (`rpo_pairs`): every two distinct follow vectors of a turn give two records, each response once
+  chosen, with the constraints the chosen fails stated reversed in that record's system prompt, so the
+  chosen follows everything its prompt says; margin = constraints of that prompt the rejected fails.
+- DPO baseline (`dpo_pairs`): the original prompt; pairs whose followed counts differ, higher chosen.
+- KTO (`kto_records`): per turn the highest-scoring sample, desirable, with the constraints it failed
+  removed from its prompt, and the lowest-scoring one, undesirable, with the constraints it followed removed.
+
+The pure functions yield pydantic/dict records. The `build_*` entry points stream a detail file into a
+LLaMA-Factory dataset; their hot loop assembles each record's JSON text from pieces encoded once per
+session (system prompts keyed by constraint list, history per turn, each response), because every
+record repeats its prompt and history and datasets run to gigabytes. Both paths share `_plan_turn`,
+and the tests check they write the same records.
+
+Follow vectors are handled as bit masks: bit k set when the response follows constraint k.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rpo.utils.io import InputError, JsonArrayWriter, read_jsonl, update_dataset_info
+from rpo.utils.pair_stats import SampleEfficiency, direct_flags, format_histogram, reversed_pair_flags
+from rpo.utils.records import Message, PreferenceRecord, SessionDetail, Turn
+from rpo.utils.system_prompt import detect_lang, render_system_prompt
+
+NonReversible = Literal["drop", "skip"]
+SHAREGPT_TAGS = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "system_tag": "system",
+}
+
+
+@dataclass
+class Counters:
+    """What a construction read, emitted and left out; printed as its summary."""
+
+    kind: str = "rpo"
+    sessions: int = 0
+    turns: int = 0
+    samples: int = 0
+    unjudged: int = 0
+    duplicates: int = 0
+    pairs: int = 0
+    margin_hist: Counter[int] = field(default_factory=Counter)
+    dropped_constraints: int = 0
+    skipped_pairs: int = 0
+    zero_margin: int = 0
+    kto_desirable: int = 0
+    kto_undesirable: int = 0
+    efficiency: SampleEfficiency = field(default_factory=SampleEfficiency)
+    output: str | None = None
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.kind} records: {self.pairs}" + (f" -> {self.output}" if self.output else ""),
+            (
+                f"sessions {self.sessions}, turns {self.turns}, samples {self.samples} "
+                f"(unjudged, excluded: {self.unjudged}; repeated follow vectors, dropped: {self.duplicates})"
+            ),
+        ]
+        if self.kind == "rpo":
+            lines += [
+                (
+                    f"non-reversible constraints: {self.dropped_constraints} left out of emitted prompts, "
+                    f"{self.skipped_pairs} pairs skipped, {self.zero_margin} zero-margin pairs not emitted"
+                ),
+                "margin histogram:",
+                format_histogram(self.margin_hist),
+                "sample efficiency (paper Table 4, share of turns with >= 2 judged samples):",
+                self.efficiency.table(),
+            ]
+        if self.kind == "kto":
+            lines.append(f"desirable {self.kto_desirable}, undesirable {self.kto_undesirable}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPair:
+    """One directed pair of a turn: indices into the turn's distinct samples and the pair's prompt.
+
+    `kept` masks the constraints in the prompt; `flipped` those of them stated reversed.
+    """
+
+    chosen: int
+    rejected: int
+    kept: int
+    flipped: int
+    margin: int
+
+
+def _mask(follows: list[bool]) -> int:
+    return sum(1 << k for k, ok in enumerate(follows) if ok)
+
+
+def _distinct_samples(turn: Turn, counters: Counters) -> tuple[list[int], list[str], int]:
+    """Judged samples of a turn with repeated follow vectors dropped (first kept): masks, texts, judged count."""
+    masks: list[int] = []
+    texts: list[str] = []
+    seen: set[int] = set()
+    unjudged = 0
+    for sample in turn.samples:
+        if sample.follows is None:
+            unjudged += 1
+            continue
+        m = _mask(sample.follows)
+        if m in seen:
+            counters.duplicates += 1
+            continue
+        seen.add(m)
+        masks.append(m)
+        texts.append(sample.response)
+    counters.samples += len(turn.samples)
+    counters.unjudged += unjudged
+    return masks, texts, len(turn.samples) - unjudged
+
+
+def _plan_turn(
+    masks: list[int], n: int, reversible: int, non_reversible: NonReversible, counters: Counters
+) -> list[PlannedPair]:
+    """Directed RPO pairs of one turn (SPEC §4.4), counting what the non-reversible rule leaves out."""
+    full = (1 << n) - 1
+    plans: list[PlannedPair] = []
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            for c, r in ((i, j), (j, i)):
+                fc = masks[c]
+                unreversible_failed = full & ~fc & ~reversible
+                if unreversible_failed and non_reversible == "skip":
+                    counters.skipped_pairs += 1
+                    continue
+                kept = full & ~unreversible_failed
+                margin = ((fc ^ masks[r]) & kept).bit_count()
+                if margin == 0:
+                    counters.zero_margin += 1
+                    continue
+                counters.dropped_constraints += unreversible_failed.bit_count()
+                counters.margin_hist[margin] += 1
+                counters.pairs += 1
+                plans.append(PlannedPair(c, r, kept, full & ~fc & kept, margin))
+    return plans
+
+
+def _record_turn_stats(
+    counters: Counters, n: int, masks: list[int], judged: int, plans: list[PlannedPair]
+) -> None:
+    """Table 4 flags of one turn with >= 2 judged samples: direct pairing vs the reversed pairs emitted."""
+    if judged < 2:
+        return
+    reverse = [False, False, False]
+    for p in plans:
+        flags = reversed_pair_flags(masks[p.chosen], masks[p.rejected], p.kept, p.flipped)
+        reverse = [a or b for a, b in zip(reverse, flags)]
+        if all(reverse):
+            break
+    counters.efficiency.add_turn(n, direct_flags(masks, (1 << n) - 1), (reverse[0], reverse[1], reverse[2]))
+
+
+def _prompt_constraints(session: SessionDetail, kept: int, flipped: int) -> list[str]:
+    """The constraint list of a pair's prompt: kept constraints in order, reversed where flipped."""
+    constraints = session.profile.constraints
+    reversed_constraints = session.reversed_constraints
+    return [
+        reversed_constraints[k] if flipped >> k & 1 else c  # type: ignore[misc]
+        for k, c in enumerate(constraints)
+        if kept >> k & 1
+    ]
+
+
+def _reversible_mask(session: SessionDetail) -> int:
+    return sum(1 << k for k, rev in enumerate(session.reversed_constraints) if rev is not None)
+
+
+def _history(turns: list[Turn], upto: int) -> list[Message]:
+    out: list[Message] = []
+    for turn in turns[:upto]:
+        out += [Message(role="human", value=turn.query), Message(role="gpt", value=turn.reference_response)]
+    return out
+
+
+def _check_mode(non_reversible: str) -> NonReversible:
+    if non_reversible not in ("drop", "skip"):
+        raise InputError(f"--non_reversible: expected drop or skip, got {non_reversible!r}")
+    return non_reversible  # type: ignore[return-value]
+
+
+def rpo_pairs(
+    session: SessionDetail, non_reversible: NonReversible = "drop", counters: Counters | None = None
+) -> Iterator[PreferenceRecord]:
+    """RPO records of one session, turn by turn, pair by pair (i over j, then j over i)."""
+    counters = counters if counters is not None else Counters()
+    _check_mode(non_reversible)
+    n = len(session.profile.constraints)
+    reversible = _reversible_mask(session)
+    lang = detect_lang(session.profile)
+    counters.sessions += 1
+    for t, turn in enumerate(session.turns):
+        counters.turns += 1
+        masks, texts, judged = _distinct_samples(turn, counters)
+        plans = _plan_turn(masks, n, reversible, non_reversible, counters)
+        _record_turn_stats(counters, n, masks, judged, plans)
+        history = _history(session.turns, t)
+        for p in plans:
+            system = render_system_prompt(
+                session.profile, _prompt_constraints(session, p.kept, p.flipped), lang
+            )
+            yield PreferenceRecord(
+                conversations=[
+                    Message(role="system", value=system),
+                    *history,
+                    Message(role="human", value=turn.query),
+                ],
+                chosen=Message(role="gpt", value=texts[p.chosen]),
+                rejected=Message(role="gpt", value=texts[p.rejected]),
+                margin=p.margin,
+                session_id=session.session_id,
+                turn=t + 1,
+            )
+
+
+def _dpo_plan(masks: list[int], counters: Counters) -> list[tuple[int, int]]:
+    """(chosen, rejected) of the DPO baseline: distinct samples whose followed counts differ."""
+    plans = []
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            a, b = masks[i].bit_count(), masks[j].bit_count()
+            if a != b:
+                plans.append((i, j) if a > b else (j, i))
+    counters.pairs += len(plans)
+    return plans
+
+
+def dpo_pairs(session: SessionDetail, counters: Counters | None = None) -> Iterator[PreferenceRecord]:
+    """DPO baseline records of one session: original prompt, higher followed count chosen, no margin.
+
+    Samples repeating a follow vector are dropped first, as for RPO, so both use the same pool.
+    """
+    counters = counters if counters is not None else Counters(kind="dpo")
+    system = Message(role="system", value=render_system_prompt(session.profile))
+    counters.sessions += 1
+    for t, turn in enumerate(session.turns):
+        counters.turns += 1
+        masks, texts, _ = _distinct_samples(turn, counters)
+        history = _history(session.turns, t)
+        for c, r in _dpo_plan(masks, counters):
+            yield PreferenceRecord(
+                conversations=[system, *history, Message(role="human", value=turn.query)],
+                chosen=Message(role="gpt", value=texts[c]),
+                rejected=Message(role="gpt", value=texts[r]),
+                session_id=session.session_id,
+                turn=t + 1,
+            )
+
+
+def _kto_plan(masks: list[int]) -> tuple[int, int] | None:
+    """(best, worst) sample indices of a turn (first on ties), or None without a score gap."""
+    if not masks:
+        return None
+    scores = [m.bit_count() for m in masks]
+    best, worst = scores.index(max(scores)), scores.index(min(scores))
+    return (best, worst) if scores[best] > scores[worst] else None
+
+
+def kto_records(session: SessionDetail, counters: Counters | None = None) -> Iterator[dict[str, Any]]:
+    """KTO records of one session (paper appendix D.1), LLaMA-Factory sharegpt with a `kto_tag` bool.
+
+    Per turn with a score gap: the highest-scoring sample is desirable under a prompt holding only the
+    constraints it follows; the lowest-scoring one is undesirable under a prompt holding only those it fails.
+    """
+    counters = counters if counters is not None else Counters(kind="kto")
+    n = len(session.profile.constraints)
+    full = (1 << n) - 1
+    lang = detect_lang(session.profile)
+    counters.sessions += 1
+    for t, turn in enumerate(session.turns):
+        counters.turns += 1
+        masks, texts, _ = _distinct_samples(turn, counters)
+        chosen = _kto_plan(masks)
+        if chosen is None:
+            continue
+        history = [m.model_dump(by_alias=True) for m in _history(session.turns, t)]
+        for index, tag, kept in (
+            (chosen[0], True, masks[chosen[0]]),
+            (chosen[1], False, full & ~masks[chosen[1]]),
+        ):
+            system = render_system_prompt(session.profile, _prompt_constraints(session, kept, 0), lang)
+            counters.pairs += 1
+            if tag:
+                counters.kto_desirable += 1
+            else:
+                counters.kto_undesirable += 1
+            yield {
+                "conversations": [
+                    {"from": "system", "value": system},
+                    *history,
+                    {"from": "human", "value": turn.query},
+                    {"from": "gpt", "value": texts[index]},
+                ],
+                "kto_tag": tag,
+                "session_id": session.session_id,
+                "turn": t + 1,
+            }
+
+
+def _enc(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _message(role: str, text: str) -> str:
+    return f'{{"from": "{role}", "value": {_enc(text)}}}'
+
+
+class _SessionEncoder:
+    """JSON pieces of one session, each encoded once: system prompts by constraint list, turns, samples."""
+
+    def __init__(self, session: SessionDetail):
+        self.session = session
+        self.lang = detect_lang(session.profile)
+        self.sid = _enc(session.session_id)
+        self._systems: dict[tuple[int, int], str] = {}
+
+    def system(self, kept: int, flipped: int) -> str:
+        key = (kept, flipped)
+        text = self._systems.get(key)
+        if text is None:
+            constraints = _prompt_constraints(self.session, kept, flipped)
+            text = _message("system", render_system_prompt(self.session.profile, constraints, self.lang))
+            self._systems[key] = text
+        return text
+
+    def turns(self) -> Iterator[tuple[int, Turn, str]]:
+        """(1-based turn number, turn, encoded history + query) for each turn."""
+        history = ""
+        for t, turn in enumerate(self.session.turns):
+            yield t + 1, turn, history + _message("human", turn.query)
+            history += _message("human", turn.query) + ", " + _message("gpt", turn.reference_response) + ", "
+
+
+def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters: Counters) -> list[str]:
+    enc = _SessionEncoder(session)
+    n = len(session.profile.constraints)
+    reversible = _reversible_mask(session)
+    out: list[str] = []
+    counters.sessions += 1
+    for t, turn, dialogue in enc.turns():
+        counters.turns += 1
+        masks, texts, judged = _distinct_samples(turn, counters)
+        plans = _plan_turn(masks, n, reversible, non_reversible, counters)
+        _record_turn_stats(counters, n, masks, judged, plans)
+        if not plans:
+            continue
+        answers = [_message("gpt", text) for text in texts]
+        tail = f', "session_id": {enc.sid}, "turn": {t}}}'
+        for p in plans:
+            out.append(
+                f'{{"conversations": [{enc.system(p.kept, p.flipped)}, {dialogue}], '
+                f'"chosen": {answers[p.chosen]}, "rejected": {answers[p.rejected]}, "margin": {p.margin}{tail}'
+            )
+    return out
+
+
+def _encode_dpo(session: SessionDetail, counters: Counters) -> list[str]:
+    enc = _SessionEncoder(session)
+    n = len(session.profile.constraints)
+    full = (1 << n) - 1
+    out: list[str] = []
+    counters.sessions += 1
+    for t, turn, dialogue in enc.turns():
+        counters.turns += 1
+        masks, texts, _ = _distinct_samples(turn, counters)
+        plans = _dpo_plan(masks, counters)
+        if not plans:
+            continue
+        answers = [_message("gpt", text) for text in texts]
+        head = f'{{"conversations": [{enc.system(full, 0)}, {dialogue}], '
+        tail = f', "session_id": {enc.sid}, "turn": {t}}}'
+        out += [f'{head}"chosen": {answers[c]}, "rejected": {answers[r]}{tail}' for c, r in plans]
+    return out
+
+
+def _encode_kto(session: SessionDetail, counters: Counters) -> list[str]:
+    return [json.dumps(record, ensure_ascii=False) for record in kto_records(session, counters)]
+
+
+def _build(
+    detail_path: str | Path,
+    output_dir: str | Path,
+    dataset_name: str,
+    counters: Counters,
+    encode: Callable[[SessionDetail], list[str]],
+    entry: dict[str, Any],
+) -> Counters:
+    """Stream a detail file through `encode` into `{output_dir}/{dataset_name}.json`, then register it."""
+    output = Path(output_dir) / f"{dataset_name}.json"
+    with JsonArrayWriter(output) as writer:
+        for session in read_jsonl(detail_path, SessionDetail):
+            for text in encode(session):
+                writer.write_encoded(text)
+    update_dataset_info(output_dir, dataset_name, {"file_name": output.name, **entry})
+    counters.output = str(output)
+    return counters
+
+
+def build_rpo_dataset(
+    detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
+    output_dir: str | Path = "data",
+    dataset_name: str = "rpo",
+    non_reversible: str = "drop",
+) -> Counters:
+    """Build the RPO ranking dataset with its margin column and register it in `dataset_info.json`."""
+    mode = _check_mode(non_reversible)
+    counters = Counters(kind="rpo")
+    entry = {
+        "formatting": "sharegpt",
+        "ranking": True,
+        "columns": {
+            "messages": "conversations",
+            "chosen": "chosen",
+            "rejected": "rejected",
+            "margin": "margin",
+        },
+        "tags": SHAREGPT_TAGS,
+    }
+    return _build(
+        detail_path, output_dir, dataset_name, counters, lambda s: _encode_rpo(s, mode, counters), entry
+    )
+
+
+def build_dpo_dataset(
+    detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
+    output_dir: str | Path = "data",
+    dataset_name: str = "dpo",
+) -> Counters:
+    """Build the DPO baseline ranking dataset (no margin column) and register it."""
+    counters = Counters(kind="dpo")
+    entry = {
+        "formatting": "sharegpt",
+        "ranking": True,
+        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+        "tags": SHAREGPT_TAGS,
+    }
+    return _build(detail_path, output_dir, dataset_name, counters, lambda s: _encode_dpo(s, counters), entry)
+
+
+def build_kto_dataset(
+    detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
+    output_dir: str | Path = "data",
+    dataset_name: str = "kto",
+) -> Counters:
+    """Build the KTO dataset (a `kto_tag` column, not ranking) and register it."""
+    counters = Counters(kind="kto")
+    entry = {
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "kto_tag": "kto_tag"},
+        "tags": SHAREGPT_TAGS,
+    }
+    return _build(detail_path, output_dir, dataset_name, counters, lambda s: _encode_kto(s, counters), entry)
+
+
+def detail_stats(detail_path: str | Path, non_reversible: str = "drop") -> Counters:
+    """Counts, margins and Table 4 rates of a detail file, without writing a dataset."""
+    mode = _check_mode(non_reversible)
+    counters = Counters(kind="rpo")
+    for session in read_jsonl(detail_path, SessionDetail):
+        n = len(session.profile.constraints)
+        reversible = _reversible_mask(session)
+        counters.sessions += 1
+        for turn in session.turns:
+            counters.turns += 1
+            masks, _, judged = _distinct_samples(turn, counters)
+            _record_turn_stats(counters, n, masks, judged, _plan_turn(masks, n, reversible, mode, counters))
+    return counters
