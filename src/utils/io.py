@@ -179,13 +179,20 @@ class JsonArrayWriter:
         return self
 
     def write(self, record: BaseModel | dict[str, Any]) -> None:
-        self.write_encoded(dumps(record))
+        self.write_encoded(dumps(record).encode("utf-8"))
 
-    def write_encoded(self, text: str) -> None:
-        """Append one record already encoded as a JSON object (hot loops assemble it from cached pieces)."""
+    def write_encoded(self, data: bytes, count: int = 1) -> None:
+        """Append `count` records already encoded as UTF-8 JSON objects joined by `,\\n`.
+
+        Hot loops assemble records from pieces they encoded once; the bytes go straight to the file.
+        """
+        if count == 0:
+            return
         assert self._fh is not None
-        self._fh.write(("\n" if self.count == 0 else ",\n") + text)
-        self.count += 1
+        self._fh.write("\n" if self.count == 0 else ",\n")
+        self._fh.flush()
+        self._fh.buffer.write(data)
+        self.count += count
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:

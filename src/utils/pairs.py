@@ -24,6 +24,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,39 +87,44 @@ class Counters:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedPair:
-    """One directed pair of a turn: indices into the turn's distinct samples and the pair's prompt.
+PlannedPair = tuple[int, int, int, int, int]
+"""One directed pair of a turn: (chosen, rejected, kept, flipped, margin).
 
-    `kept` masks the constraints in the prompt; `flipped` those of them stated reversed.
-    """
+Chosen and rejected index the turn's distinct samples; `kept` masks the constraints in the pair's
+prompt and `flipped` those of them stated reversed. Plain tuples: the hot loop makes millions.
+"""
 
-    chosen: int
-    rejected: int
-    kept: int
-    flipped: int
-    margin: int
+_BITS = bytes.maketrans(b"\x00\x01", b"01")
+_DIRECTED: dict[int, list[tuple[int, int]]] = {}
 
 
 def _mask(follows: list[bool]) -> int:
-    return sum(1 << k for k, ok in enumerate(follows) if ok)
+    """Follow vector as bit mask (bit k = constraint k) without a Python-level loop."""
+    return int(bytes(follows[::-1]).translate(_BITS), 2) if follows else 0
+
+
+def _directed(m: int) -> list[tuple[int, int]]:
+    """(i, j) then (j, i) for every i < j < m: each unordered pair in both directions."""
+    pairs = _DIRECTED.get(m)
+    if pairs is None:
+        pairs = [p for i in range(m) for j in range(i + 1, m) for p in ((i, j), (j, i))]
+        _DIRECTED[m] = pairs
+    return pairs
 
 
 def _distinct_samples(turn: Turn, counters: Counters) -> tuple[list[int], list[str], int]:
     """Judged samples of a turn with repeated follow vectors dropped (first kept): masks, texts, judged count."""
     masks: list[int] = []
     texts: list[str] = []
-    seen: set[int] = set()
     unjudged = 0
     for sample in turn.samples:
         if sample.follows is None:
             unjudged += 1
             continue
         m = _mask(sample.follows)
-        if m in seen:
+        if m in masks:
             counters.duplicates += 1
             continue
-        seen.add(m)
         masks.append(m)
         texts.append(sample.response)
     counters.samples += len(turn.samples)
@@ -129,26 +135,34 @@ def _distinct_samples(turn: Turn, counters: Counters) -> tuple[list[int], list[s
 def _plan_turn(
     masks: list[int], n: int, reversible: int, non_reversible: NonReversible, counters: Counters
 ) -> list[PlannedPair]:
-    """Directed RPO pairs of one turn (SPEC §4.4), counting what the non-reversible rule leaves out."""
+    """Directed RPO pairs of one turn (SPEC §4.4), counting what the non-reversible rule leaves out.
+
+    The chosen's prompt keeps what it follows, reverses what it fails where a reversal exists, and
+    leaves out (drop) or refuses the pair (skip) where none does; the margin counts the prompt's
+    constraints on which the two responses differ, i.e. those the rejected fails as stated.
+    """
     full = (1 << n) - 1
+    lost = [full & ~m & ~reversible for m in masks]
+    kept = [full & ~x for x in lost]
+    flipped = [full & ~m & k for m, k in zip(masks, kept)]
+    skip = non_reversible == "skip"
     plans: list[PlannedPair] = []
-    for i in range(len(masks)):
-        for j in range(i + 1, len(masks)):
-            for c, r in ((i, j), (j, i)):
-                fc = masks[c]
-                unreversible_failed = full & ~fc & ~reversible
-                if unreversible_failed and non_reversible == "skip":
-                    counters.skipped_pairs += 1
-                    continue
-                kept = full & ~unreversible_failed
-                margin = ((fc ^ masks[r]) & kept).bit_count()
-                if margin == 0:
-                    counters.zero_margin += 1
-                    continue
-                counters.dropped_constraints += unreversible_failed.bit_count()
-                counters.margin_hist[margin] += 1
-                counters.pairs += 1
-                plans.append(PlannedPair(c, r, kept, full & ~fc & kept, margin))
+    skipped = zero = dropped = 0
+    for c, r in _directed(len(masks)):
+        if skip and lost[c]:
+            skipped += 1
+            continue
+        margin = ((masks[c] ^ masks[r]) & kept[c]).bit_count()
+        if not margin:
+            zero += 1
+            continue
+        dropped += lost[c].bit_count()
+        plans.append((c, r, kept[c], flipped[c], margin))
+    counters.skipped_pairs += skipped
+    counters.zero_margin += zero
+    counters.dropped_constraints += dropped
+    counters.pairs += len(plans)
+    counters.margin_hist.update([p[4] for p in plans])
     return plans
 
 
@@ -159,8 +173,8 @@ def _record_turn_stats(
     if judged < 2:
         return
     reverse = [False, False, False]
-    for p in plans:
-        flags = reversed_pair_flags(masks[p.chosen], masks[p.rejected], p.kept, p.flipped)
+    for c, r, kept, flipped, _ in plans:
+        flags = reversed_pair_flags(masks[c], masks[r], kept, flipped)
         reverse = [a or b for a, b in zip(reverse, flags)]
         if all(reverse):
             break
@@ -211,19 +225,17 @@ def rpo_pairs(
         plans = _plan_turn(masks, n, reversible, non_reversible, counters)
         _record_turn_stats(counters, n, masks, judged, plans)
         history = _history(session.turns, t)
-        for p in plans:
-            system = render_system_prompt(
-                session.profile, _prompt_constraints(session, p.kept, p.flipped), lang
-            )
+        for c, r, kept, flipped, margin in plans:
+            system = render_system_prompt(session.profile, _prompt_constraints(session, kept, flipped), lang)
             yield PreferenceRecord(
                 conversations=[
                     Message(role="system", value=system),
                     *history,
                     Message(role="human", value=turn.query),
                 ],
-                chosen=Message(role="gpt", value=texts[p.chosen]),
-                rejected=Message(role="gpt", value=texts[p.rejected]),
-                margin=p.margin,
+                chosen=Message(role="gpt", value=texts[c]),
+                rejected=Message(role="gpt", value=texts[r]),
+                margin=margin,
                 session_id=session.session_id,
                 turn=t + 1,
             )
@@ -313,45 +325,104 @@ def kto_records(session: SessionDetail, counters: Counters | None = None) -> Ite
             }
 
 
+_SENTINEL = "\x00"
+
+
 def _enc(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    """`json.dumps(text, ensure_ascii=False)` without the encoder set-up per call."""
+    return encode_basestring(text)
 
 
-def _message(role: str, text: str) -> str:
-    return f'{{"from": "{role}", "value": {_enc(text)}}}'
+def _message(role: str, text: str) -> bytes:
+    """One sharegpt message as UTF-8 JSON, the form records are assembled from."""
+    return f'{{"from": "{role}", "value": {_enc(text)}}}'.encode()
 
 
 class _SessionEncoder:
-    """JSON pieces of one session, each encoded once: system prompts by constraint list, turns, samples."""
+    """JSON pieces of one session, each encoded once: system prompts by constraint list, turns, samples.
+
+    A system prompt is the template rendered once per constraint count with sentinel constraints (the
+    skeleton), with the constraint texts put in. JSON-escaping is per character, so the skeleton's
+    parts and each constraint are escaped once and a prompt's JSON is their concatenation: the same
+    bytes as rendering and encoding each prompt directly.
+    """
 
     def __init__(self, session: SessionDetail):
         self.session = session
         self.lang = detect_lang(session.profile)
-        self.sid = _enc(session.session_id)
-        self._systems: dict[tuple[int, int], str] = {}
+        self.tail = f', "session_id": {_enc(session.session_id)}, "turn": '.encode()
+        self._systems: dict[tuple[int, int], bytes] = {}
+        self._skeletons: dict[int, list[bytes]] = {}
+        profile = session.profile
+        self._opaque = not any(_SENTINEL in t for t in (profile.name, profile.description, *profile.skills))
+        self._original = [_escaped(c) for c in profile.constraints]
+        self._reversed = [b"" if c is None else _escaped(c) for c in session.reversed_constraints]
 
-    def system(self, kept: int, flipped: int) -> str:
+    def _skeleton(self, count: int) -> list[bytes]:
+        parts = self._skeletons.get(count)
+        if parts is None:
+            marks = [f"{_SENTINEL}{i}{_SENTINEL}" for i in range(count)]
+            text = render_system_prompt(self.session.profile, marks, self.lang)
+            parts = [_escaped(part) for part in text.split(_SENTINEL)[::2]]
+            self._skeletons[count] = parts
+        return parts
+
+    def system(self, kept: int, flipped: int) -> bytes:
         key = (kept, flipped)
-        text = self._systems.get(key)
-        if text is None:
-            constraints = _prompt_constraints(self.session, kept, flipped)
-            text = _message("system", render_system_prompt(self.session.profile, constraints, self.lang))
-            self._systems[key] = text
-        return text
+        data = self._systems.get(key)
+        if data is not None:
+            return data
+        if not self._opaque:
+            data = _message("system", self._direct(kept, flipped))
+        else:
+            chosen = [
+                self._reversed[k] if flipped >> k & 1 else text
+                for k, text in enumerate(self._original)
+                if kept >> k & 1
+            ]
+            parts = self._skeleton(len(chosen))
+            pieces = [b'{"from": "system", "value": "', parts[0]]
+            for text, part in zip(chosen, parts[1:]):
+                pieces += (text, part)
+            pieces.append(b'"}')
+            data = b"".join(pieces)
+        self._systems[key] = data
+        return data
 
-    def turns(self) -> Iterator[tuple[int, Turn, str]]:
+    def _direct(self, kept: int, flipped: int) -> str:
+        constraints = _prompt_constraints(self.session, kept, flipped)
+        return render_system_prompt(self.session.profile, constraints, self.lang)
+
+    def turns(self) -> Iterator[tuple[int, Turn, bytes]]:
         """(1-based turn number, turn, encoded history + query) for each turn."""
-        history = ""
+        history = b""
         for t, turn in enumerate(self.session.turns):
             yield t + 1, turn, history + _message("human", turn.query)
-            history += _message("human", turn.query) + ", " + _message("gpt", turn.reference_response) + ", "
+            history += (
+                _message("human", turn.query) + b", " + _message("gpt", turn.reference_response) + b", "
+            )
 
 
-def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters: Counters) -> list[str]:
+def _escaped(text: str) -> bytes:
+    """JSON string escaping of `text` without the quotes, UTF-8."""
+    return encode_basestring(text)[1:-1].encode()
+
+
+Encoded = tuple[bytes, int]
+"""A session's records as UTF-8 JSON objects joined by `,\\n`, and how many there are."""
+
+_NUMBERS = [str(i).encode() for i in range(1024)]
+
+
+def _number(i: int) -> bytes:
+    return _NUMBERS[i] if i < 1024 else str(i).encode()
+
+
+def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters: Counters) -> Encoded:
     enc = _SessionEncoder(session)
     n = len(session.profile.constraints)
     reversible = _reversible_mask(session)
-    out: list[str] = []
+    pieces: list[bytes] = []
     counters.sessions += 1
     for t, turn, dialogue in enc.turns():
         counters.turns += 1
@@ -361,20 +432,31 @@ def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters:
         if not plans:
             continue
         answers = [_message("gpt", text) for text in texts]
-        tail = f', "session_id": {enc.sid}, "turn": {t}}}'
-        for p in plans:
-            out.append(
-                f'{{"conversations": [{enc.system(p.kept, p.flipped)}, {dialogue}], '
-                f'"chosen": {answers[p.chosen]}, "rejected": {answers[p.rejected]}, "margin": {p.margin}{tail}'
+        tail = enc.tail + _number(t) + b"}"
+        for c, r, kept, flipped, margin in plans:
+            pieces += (
+                b',\n{"conversations": [',
+                enc.system(kept, flipped),
+                b", ",
+                dialogue,
+                b'], "chosen": ',
+                answers[c],
+                b', "rejected": ',
+                answers[r],
+                b', "margin": ',
+                _number(margin),
+                tail,
             )
-    return out
+    if pieces:
+        pieces[0] = pieces[0][2:]
+    return b"".join(pieces), len(pieces) // 11
 
 
-def _encode_dpo(session: SessionDetail, counters: Counters) -> list[str]:
+def _encode_dpo(session: SessionDetail, counters: Counters) -> Encoded:
     enc = _SessionEncoder(session)
     n = len(session.profile.constraints)
     full = (1 << n) - 1
-    out: list[str] = []
+    out: list[bytes] = []
     counters.sessions += 1
     for t, turn, dialogue in enc.turns():
         counters.turns += 1
@@ -383,14 +465,15 @@ def _encode_dpo(session: SessionDetail, counters: Counters) -> list[str]:
         if not plans:
             continue
         answers = [_message("gpt", text) for text in texts]
-        head = f'{{"conversations": [{enc.system(full, 0)}, {dialogue}], '
-        tail = f', "session_id": {enc.sid}, "turn": {t}}}'
-        out += [f'{head}"chosen": {answers[c]}, "rejected": {answers[r]}{tail}' for c, r in plans]
-    return out
+        head = b'{"conversations": [' + enc.system(full, 0) + b", " + dialogue + b'], "chosen": '
+        tail = enc.tail + _number(t) + b"}"
+        out += [head + answers[c] + b', "rejected": ' + answers[r] + tail for c, r in plans]
+    return b",\n".join(out), len(out)
 
 
-def _encode_kto(session: SessionDetail, counters: Counters) -> list[str]:
-    return [json.dumps(record, ensure_ascii=False) for record in kto_records(session, counters)]
+def _encode_kto(session: SessionDetail, counters: Counters) -> Encoded:
+    out = [json.dumps(record, ensure_ascii=False).encode() for record in kto_records(session, counters)]
+    return b",\n".join(out), len(out)
 
 
 def _build(
@@ -398,15 +481,14 @@ def _build(
     output_dir: str | Path,
     dataset_name: str,
     counters: Counters,
-    encode: Callable[[SessionDetail], list[str]],
+    encode: Callable[[SessionDetail], Encoded],
     entry: dict[str, Any],
 ) -> Counters:
     """Stream a detail file through `encode` into `{output_dir}/{dataset_name}.json`, then register it."""
     output = Path(output_dir) / f"{dataset_name}.json"
     with JsonArrayWriter(output) as writer:
         for session in read_jsonl(detail_path, SessionDetail):
-            for text in encode(session):
-                writer.write_encoded(text)
+            writer.write_encoded(*encode(session))
     update_dataset_info(output_dir, dataset_name, {"file_name": output.name, **entry})
     counters.output = str(output)
     return counters

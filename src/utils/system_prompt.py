@@ -8,15 +8,17 @@ own constraint list (kept, reversed or left-out constraints), numbered afresh.
 from __future__ import annotations
 
 import re
+from functools import cache
 
-from rpo.utils.prompts import render_lang
+import jinja2
+from rpo.utils.prompts import environment
 from rpo.utils.records import ProfileCore
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff60]")
 
 
 def detect_lang(profile: ProfileCore) -> str:
-    """"zh" when any CJK character appears in the profile's text, else "en"."""
+    """ "zh" when any CJK character appears in the profile's text, else "en"."""
     texts = [profile.name, profile.description, *profile.skills, *profile.constraints]
     return "zh" if any(_CJK.search(text) for text in texts) else "en"
 
@@ -25,11 +27,19 @@ def render_system_prompt(
     profile: ProfileCore, constraints: list[str] | None = None, lang: str | None = None
 ) -> str:
     """Render name, description, skills and numbered constraints (default: the profile's own)."""
-    return render_lang(
-        "system_prompt",
-        lang or detect_lang(profile),
-        role_name=profile.name,
-        description=profile.description,
-        skills=profile.skills,
-        constraints=profile.constraints if constraints is None else constraints,
+    return (
+        _template(lang or detect_lang(profile))
+        .render(
+            role_name=profile.name,
+            description=profile.description,
+            skills=profile.skills,
+            constraints=profile.constraints if constraints is None else constraints,
+        )
+        .strip()
     )
+
+
+@cache
+def _template(lang: str) -> jinja2.Template:
+    """`system_prompt.<lang>.j2`, loaded once: pair construction renders it per session."""
+    return environment().get_template(f"system_prompt.{lang}.j2")
