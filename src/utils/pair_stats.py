@@ -128,32 +128,37 @@ def format_histogram(hist: Counter[int], width: int = 40) -> str:
 def iter_dataset(path: str | Path) -> Iterator[dict[str, Any]]:
     """Stream records of a JSON-array dataset written one record a line (as this toolkit writes them).
 
-    Falls back to loading the whole array for files laid out otherwise.
+    Files laid out otherwise (pretty-printed, one line) are loaded whole.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     with open_text(path) as fh:
-        lines = iter(fh)
-        first = next(lines, "").strip()
-        if first not in ("[", "[]"):
-            fh.seek(0)
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
-            if not isinstance(data, list):
-                raise InputError(f"{path}: expected a JSON array of records")
-            yield from data
-            return
-        for lineno, line in enumerate(lines, 2):
-            text = line.strip().removesuffix(",")
-            if text in ("", "]"):
-                continue
-            try:
-                yield json.loads(text)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg})") from None
+        first = fh.readline().strip()
+        streamed = 0
+        if first in ("[", "[]"):
+            for lineno, line in enumerate(fh, 2):
+                text = line.strip().removesuffix(",")
+                if text in ("", "]"):
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as err:
+                    if streamed:
+                        raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg})") from None
+                    break
+                streamed += 1
+                yield record
+            else:
+                return
+        fh.seek(0)
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON array of records")
+    yield from data
 
 
 def record_texts(record: dict[str, Any]) -> list[tuple[str, str]]:
