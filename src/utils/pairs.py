@@ -143,21 +143,27 @@ def _plan_turn(
     """
     full = (1 << n) - 1
     lost = [full & ~m & ~reversible for m in masks]
-    kept = [full & ~x for x in lost]
-    flipped = [full & ~m & k for m, k in zip(masks, kept)]
-    skip = non_reversible == "skip"
-    plans: list[PlannedPair] = []
     skipped = zero = dropped = 0
-    for c, r in _directed(len(masks)):
-        if skip and lost[c]:
-            skipped += 1
-            continue
-        margin = ((masks[c] ^ masks[r]) & kept[c]).bit_count()
-        if not margin:
-            zero += 1
-            continue
-        dropped += lost[c].bit_count()
-        plans.append((c, r, kept[c], flipped[c], margin))
+    if not any(lost):  # every failed constraint reverses: full prompts, margin = differences (>= 1)
+        plans = [
+            (c, r, full, full & ~masks[c], (masks[c] ^ masks[r]).bit_count())
+            for c, r in _directed(len(masks))
+        ]
+    else:
+        kept = [full & ~x for x in lost]
+        flipped = [full & ~m & k for m, k in zip(masks, kept)]
+        skip = non_reversible == "skip"
+        plans = []
+        for c, r in _directed(len(masks)):
+            if skip and lost[c]:
+                skipped += 1
+                continue
+            margin = ((masks[c] ^ masks[r]) & kept[c]).bit_count()
+            if not margin:
+                zero += 1
+                continue
+            dropped += lost[c].bit_count()
+            plans.append((c, r, kept[c], flipped[c], margin))
     counters.skipped_pairs += skipped
     counters.zero_margin += zero
     counters.dropped_constraints += dropped
@@ -433,23 +439,23 @@ def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters:
             continue
         answers = [_message("gpt", text) for text in texts]
         tail = enc.tail + _number(t) + b"}"
+        heads: dict[int, bytes] = {}
         for c, r, kept, flipped, margin in plans:
-            pieces += (
-                b',\n{"conversations": [',
-                enc.system(kept, flipped),
-                b", ",
-                dialogue,
-                b'], "chosen": ',
-                answers[c],
-                b', "rejected": ',
-                answers[r],
-                b', "margin": ',
-                _number(margin),
-                tail,
-            )
+            head = heads.get(c)
+            if head is None:
+                parts = (
+                    b',\n{"conversations": [',
+                    enc.system(kept, flipped),
+                    b", ",
+                    dialogue,
+                    b'], "chosen": ',
+                )
+                head = b"".join((*parts, answers[c], b', "rejected": '))
+                heads[c] = head
+            pieces += (head, answers[r], b', "margin": ', _number(margin), tail)
     if pieces:
         pieces[0] = pieces[0][2:]
-    return b"".join(pieces), len(pieces) // 11
+    return b"".join(pieces), len(pieces) // 5
 
 
 def _encode_dpo(session: SessionDetail, counters: Counters) -> Encoded:
