@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import fire
@@ -53,9 +53,9 @@ class Budget:
     eval_profiles: int = 100
     turns: int = 3
     follow_prob: float = 0.7
-    sft_epochs: float = 2.0
+    sft_epochs: float = 4.0
     pref_steps: int = 120
-    pref_lr: float = 5.0e-5
+    pref_lr: float = 1.0e-3
     samples_per_turn: int = 5
     hidden: int = 128
     layers: int = 4
@@ -279,13 +279,20 @@ def figure(report: dict, path: Path) -> None:
 
 
 def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = "out/demo",
-         figure_path: str = "img/demo_results.png", split: str = "eval", keep: bool = False) -> None:
-    """Run the demo; `--split dev` scores the development profiles (for calibration) instead of eval."""
+         figure_path: str = "img/demo_results.png", split: str = "eval", keep: bool = False,
+         **overrides) -> None:
+    """Run the demo; `--split dev` scores the development profiles (for calibration) instead of eval.
+
+    Any `Budget` field can be overridden (`--pref_lr 1e-3`); it applies to DPO and RPO alike.
+    """
     began = time.monotonic()
     if split not in ("eval", "dev"):
         raise SystemExit(f"--split: expected eval or dev, got {split!r}")
     seed_list = [int(s) for s in (seeds if isinstance(seeds, tuple) else str(seeds).split(","))]
-    budget = QUICK if quick else FULL
+    unknown = set(overrides) - {f.name for f in fields(Budget)}
+    if unknown:
+        raise SystemExit(f"unknown budget options: {', '.join(sorted(unknown))}")
+    budget = replace(QUICK if quick else FULL, **overrides)
     output = Path(output_dir)
     timings: dict[str, float] = {}
     results = {seed: run_seed(seed, budget, output / f"seed{seed}", split, timings) for seed in seed_list}
