@@ -1,7 +1,6 @@
 """SysBench metrics on hand-made judgments."""
 
 import pytest
-
 from rpo.demo.metrics import bootstrap_ci95, csr, isr, ssr
 
 SESSIONS = [

@@ -9,11 +9,12 @@ import pytest
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
+    base = tmp_path_factory.mktemp("demo")
+    out = base / "run"
+    # relative paths, as `make demo` passes them
     proc = subprocess.run(
-        [sys.executable, "-m", "rpo.demo.run", "--quick", "--output_dir", str(out),
-         "--figure_path", str(out / "demo.png")],
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "rpo.demo.run", "--quick", "--output_dir", "run", "--figure_path", "run/demo.png"],
+        capture_output=True, text=True, timeout=600, cwd=base, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "report.json").read_text()), proc.stdout

@@ -4,7 +4,6 @@ import asyncio
 import random
 
 import pytest
-
 from rpo.demo.constraints import FAMILIES, parse
 from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser
 from rpo.demo.world import ResponseWriter, make_profile, make_query, sample_constraints

@@ -10,9 +10,8 @@ import asyncio
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from rpo.utils.interfaces import Messages
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 class LocalPolicy:
@@ -46,7 +45,7 @@ class LocalPolicy:
         prompts = [messages for messages, n, _ in pending for _ in range(n)]
         try:
             texts = self.generate(prompts, greedy=False)
-        except Exception as err:  # hand the failure to every waiting caller
+        except Exception as err:  # noqa: BLE001 - re-raised in every waiting caller
             for _, _, future in pending:
                 future.set_exception(err)
             return

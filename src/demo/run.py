@@ -10,7 +10,6 @@ and RPO on held-out profiles → `out/demo/report.json`, a figure and a printed 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import shutil
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import fire
 import yaml
-
 from rpo.demo.constraints import parse
 from rpo.demo.metrics import Session, bootstrap_ci95, score
 from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, WorldUserSimulator
@@ -116,7 +114,7 @@ def train(config: str, work: Path, name: str, **overrides) -> Path:
     log_path = work / f"{name}.log"
     with open(log_path, "w") as log:
         proc = subprocess.run([str(BIN / "llamafactory-cli"), "train", str(config_path)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, cwd=work)
+                              stdout=log, stderr=subprocess.STDOUT, cwd=work, check=False)
     if proc.returncode != 0:
         tail = log_path.read_text()[-3000:]
         raise RuntimeError(f"training {name} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
@@ -293,7 +291,7 @@ def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = 
     if unknown:
         raise SystemExit(f"unknown budget options: {', '.join(sorted(unknown))}")
     budget = replace(QUICK if quick else FULL, **overrides)
-    output = Path(output_dir)
+    output = Path(output_dir).resolve()
     timings: dict[str, float] = {}
     results = {seed: run_seed(seed, budget, output / f"seed{seed}", split, timings) for seed in seed_list}
     report = aggregate(results, seed_list)
