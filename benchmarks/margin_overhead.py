@@ -1,9 +1,11 @@
 """What the margin patch costs: RPO (margin column + rpo_gamma) vs unpatched DPO (RPO_PATCH_DISABLE=1).
 
 Same tiny model, same pairs, same steps and seed; runs alternate so machine load hits both alike.
-Train time is the trainer's own `train_runtime`; peak memory is the training process's max RSS.
+Train time is the trainer's own `train_runtime`; peak memory is the training process's max RSS on
+CPU, and the peak of PyTorch's CUDA allocator with `--device cuda` (bf16).
 
     .venv/bin/python benchmarks/margin_overhead.py [--repetitions 3] [--steps 40] [--hidden 256]
+    python benchmarks/margin_overhead.py --device cuda --hidden 2048 --layers 8 --pairs 2000 --steps 100
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from rpo.utils.tiny_model import build_tiny_model
-
-BIN = Path(sys.executable).parent
 
 
 def write_data(data_dir: Path, pairs: int) -> None:
@@ -48,8 +47,22 @@ def write_data(data_dir: Path, pairs: int) -> None:
     (data_dir / "dataset_info.json").write_text(json.dumps(info))
 
 
-def run_once(root: Path, name: str, rpo: bool, steps: int) -> tuple[float, float]:
-    """One training run; returns (train_runtime seconds, peak RSS MiB)."""
+# Runs `llamafactory-cli train CONFIG` in this process, then prints its peak memory in MiB.
+MEASURED_TRAIN = """
+import resource, sys
+import torch
+from llamafactory.cli import main
+sys.argv = ["llamafactory-cli", "train", sys.argv[1]]
+main()
+if torch.cuda.is_available():
+    print(torch.cuda.max_memory_allocated() / 2**20)
+else:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def run_once(root: Path, name: str, rpo: bool, steps: int, device: str) -> tuple[float, float]:
+    """One training run; returns (train_runtime seconds, peak memory MiB)."""
     config = {
         "model_name_or_path": str(root / "model"),
         "stage": "dpo",
@@ -70,7 +83,8 @@ def run_once(root: Path, name: str, rpo: bool, steps: int) -> tuple[float, float
         "logging_steps": 10,
         "save_strategy": "no",
         "report_to": "none",
-        "use_cpu": True,
+        "use_cpu": device == "cpu",
+        "bf16": device == "cuda",
         "dataloader_num_workers": 0,
         "seed": 0,
     }
@@ -79,17 +93,10 @@ def run_once(root: Path, name: str, rpo: bool, steps: int) -> tuple[float, float
     config_path = root / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "RPO_PATCH_DISABLE": "0" if rpo else "1"}
-    # A fresh wrapper per run so RUSAGE_CHILDREN's max RSS is this run's alone.
-    wrapper = (
-        "import resource, subprocess, sys\n"
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-    )
     proc = subprocess.run(
-        [sys.executable, "-c", wrapper, str(BIN / "llamafactory-cli"), "train", str(config_path)],
-        env=env, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", MEASURED_TRAIN, str(config_path)], env=env, capture_output=True, text=True, check=True,
     )
-    peak_mib = int(proc.stdout.strip().splitlines()[-1]) / 1024
+    peak_mib = float(proc.stdout.strip().splitlines()[-1])
     results = json.loads((root / "runs" / name / "train_results.json").read_text())
     return float(results["train_runtime"]), peak_mib
 
@@ -101,6 +108,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=400)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,22 +117,22 @@ def main() -> None:
         write_data(root / "data", args.pairs)
         build_tiny_model(
             root / "model", vocab_size=1024, hidden_size=args.hidden, num_layers=args.layers,
-            num_heads=4, intermediate_size=args.hidden * 4,
+            num_heads=args.hidden // 64, intermediate_size=args.hidden * 4,
         )
         times: dict[str, list[float]] = {"dpo": [], "rpo": []}
         peaks: dict[str, list[float]] = {"dpo": [], "rpo": []}
         for rep in range(args.repetitions):
             order = ("dpo", "rpo") if rep % 2 == 0 else ("rpo", "dpo")
             for method in order:
-                runtime, peak = run_once(root, f"{method}{rep}", method == "rpo", args.steps)
+                runtime, peak = run_once(root, f"{method}{rep}", method == "rpo", args.steps, args.device)
                 times[method].append(runtime)
                 peaks[method].append(peak)
-                print(f"rep {rep} {method}: train_runtime {runtime:.2f} s, peak RSS {peak:.0f} MiB", flush=True)
+                print(f"rep {rep} {method}: train_runtime {runtime:.2f} s, peak memory {peak:.0f} MiB", flush=True)
 
     time_ratio = statistics.median(times["rpo"]) / statistics.median(times["dpo"])
     memory_ratio = statistics.median(peaks["rpo"]) / statistics.median(peaks["dpo"])
     print(f"median train time: DPO {statistics.median(times['dpo']):.2f} s, RPO {statistics.median(times['rpo']):.2f} s")
-    print(f"median peak RSS:   DPO {statistics.median(peaks['dpo']):.0f} MiB, RPO {statistics.median(peaks['rpo']):.0f} MiB")
+    print(f"median peak memory ({'CUDA allocator' if args.device == 'cuda' else 'RSS'}): DPO {statistics.median(peaks['dpo']):.0f} MiB, RPO {statistics.median(peaks['rpo']):.0f} MiB")
     print(f"train-time ratio RPO/DPO: {time_ratio:.3f} (target <= 1.02)")
     print(f"peak-memory ratio RPO/DPO: {memory_ratio:.3f} (target <= 1.01)")
 
