@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,64 @@ def test_damaged_cache_entry_is_asked_again(server, tmp_path):
     again, _ = chat(config)
     assert not again.cached and len(server.requests) == 2
     assert json.loads(entry.read_text())["texts"] == again.texts
+
+
+def test_cache_entries_are_all_on_disk_when_the_client_closes(server, tmp_path):
+    config = make_config(server.base_url, tmp_path / "cache", concurrency=8)
+    questions = [[{"role": "user", "content": f"q{i}"}] for i in range(40)]
+
+    async def ask_all() -> list[ChatResult]:
+        async with LLMClient(config) as client:
+            return await asyncio.gather(*(client.chat("judge", q) for q in questions))
+
+    first = asyncio.run(ask_all())
+    files = list((tmp_path / "cache").rglob("*"))
+    assert len([p for p in files if p.suffix == ".json"]) == 40
+    assert not [p for p in files if p.name.endswith(".tmp")]
+    again = asyncio.run(ask_all())
+    assert all(r.cached for r in again) and [r.texts for r in again] == [r.texts for r in first]
+    assert len(server.requests) == 40
+
+
+def test_cache_entry_waiting_for_its_write_is_served_from_memory(server, tmp_path, monkeypatch):
+    from rpo.utils import llm_client
+
+    release = threading.Event()
+    write = llm_client._CacheWriter._write
+
+    def slow_write(self, path, entry):
+        release.wait(10)
+        write(self, path, entry)
+
+    monkeypatch.setattr(llm_client._CacheWriter, "_write", slow_write)
+    config = make_config(server.base_url, tmp_path / "cache")
+
+    async def go() -> tuple[ChatResult, ChatResult, list[Path]]:
+        async with LLMClient(config) as client:
+            first = await client.chat("judge", MESSAGES)
+            again = await client.chat("judge", MESSAGES)
+            on_disk = list((tmp_path / "cache").rglob("*.json"))
+            release.set()
+        return first, again, on_disk
+
+    first, again, on_disk = asyncio.run(go())
+    assert not on_disk and again.cached and again.texts == first.texts
+    assert len(server.requests) == 1
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
+
+
+def test_cache_write_failure_is_reported(server, tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    config = make_config(server.base_url, blocker)
+
+    async def go() -> None:
+        async with LLMClient(config) as client:
+            await client.chat("judge", MESSAGES)
+
+    with pytest.raises(OSError):  # when the client closes, at the latest
+        asyncio.run(go())
+    assert len(server.requests) == 1
 
 
 def test_cache_disabled_always_asks(server):

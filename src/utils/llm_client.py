@@ -7,6 +7,10 @@ Why each part is here:
 - 429/5xx/timeouts/connection errors are retried with exponential backoff and jitter (the SDK's own
   retries are off, so nothing retries twice), honouring `Retry-After`;
 - every answer is cached on disk under the sha256 of the full request, so a rerun costs no calls;
+  a background thread writes the entries (`_CacheWriter`), renamed into place (never half-written)
+  but not fsynced: creating files on a busy disk can take milliseconds, which in the event loop
+  held up every request in flight; closing the client waits for the writes, and an entry lost or
+  torn by a crash is only a miss (a damaged entry is asked again);
 - servers that return fewer than `n` choices (no `n` support) are topped up with more requests;
 - token counts and cost are tallied per role for the usage table every stage prints;
 - requests go out through the SDK's low-level `post` on its aiohttp transport with a prebuilt JSON
@@ -22,10 +26,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import itertools
 import json
 import math
 import os
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -33,13 +40,11 @@ from urllib.parse import urlparse
 
 import httpx2
 import openai
-from rpo.utils.io import InputError, atomic_write
+from rpo.utils.io import InputError
 from rpo.utils.pipeline_config import PipelineConfig, RoleConfig
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 OPENAI_URL = "https://api.openai.com/v1"
 CACHE_VERSION = 1
-_JSON_HEADERS = {"Content-Type": "application/json"}
 _ROLE_FIELDS = {"model", "temperature", "top_p", "max_tokens", "timeout_s", "extra_body"}
 
 
@@ -137,6 +142,85 @@ def _parse_completion(response: httpx2.Response, base_url: str) -> tuple[list[st
         raise _MalformedResponse(f"malformed response from {base_url}: bad choice or usage ({err!r})") from None
 
 
+class _CacheWriter:
+    """Writes cache entries from one background thread; holds them in memory until they are on disk.
+
+    `put` costs the event loop a dict insert (and, when the thread is idle, one hand-off); the
+    thread takes whatever has piled up in one go. `get` serves entries still waiting. `close`
+    waits for every write and raises the first error a write met (e.g. a full disk); a later
+    `put` raises it too.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[Path, dict[str, Any]] = {}  # entries not yet on disk, oldest first
+        self._lock = threading.Lock()
+        self._busy = False
+        self._error: BaseException | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._dirs: set[Path] = set()  # directories known to exist
+        self._names = itertools.count()
+
+    def get(self, path: Path) -> dict[str, Any] | None:
+        with self._lock:
+            return self._waiting.get(path)
+
+    def put(self, path: Path, entry: dict[str, Any]) -> None:
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            self._waiting.pop(path, None)  # re-inserted at the end: written after older entries
+            self._waiting[path] = entry
+            if self._busy:
+                return
+            self._busy = True
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-cache")
+        self._executor.submit(self._drain)
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        if self._error is not None:
+            raise self._error
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting or self._error is not None:
+                    self._busy = False
+                    return
+                batch = list(self._waiting.items())
+            for path, entry in batch:
+                try:
+                    self._write(path, entry)
+                except BaseException as err:  # noqa: BLE001 - reported by the next put or close
+                    self._error = err
+                    break
+                with self._lock:
+                    if self._waiting.get(path) is entry:
+                        del self._waiting[path]
+
+    def _write(self, path: Path, entry: dict[str, Any]) -> None:
+        data = json.dumps(entry, ensure_ascii=False).encode("utf-8")
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        # A name unique to this process and write, renamed over `path`: readers (a concurrent
+        # shard, a rerun) see the old entry, the new one, or none, never part of one.
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{next(self._names)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
 class LLMClient:
     """Chat completions for named roles, with bounded concurrency, retries, caching and usage."""
 
@@ -147,6 +231,8 @@ class LLMClient:
         self._usage: dict[str, _RoleUsage] = {}
         self._n_cap: dict[tuple[str, str], int] = {}
         self._cache_dir = Path(config.cache_dir) if config.cache_dir else None
+        self._cache_writer = _CacheWriter()
+        self._role_settings: dict[str, dict[str, Any]] = {}  # settings of calls without overrides
 
     async def chat(self, role: str, messages: list[dict], n: int = 1, **overrides: Any) -> ChatResult:
         """`n` replies from `role` to `messages`; `overrides` replace the role's settings for this call.
@@ -156,13 +242,18 @@ class LLMClient:
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        settings = self._settings(self.config.role(role), overrides)
+        if overrides:
+            settings = self._settings(self.config.role(role), overrides)
+        else:
+            settings = self._role_settings.get(role)
+            if settings is None:
+                settings = self._role_settings[role] = self._settings(self.config.role(role), {})
         usage = self._usage.setdefault(role, _RoleUsage())
         key = self._cache_key(settings["base_url"], {**settings["body"], "messages": messages, "n": n})
         cached = self._cache_read(key)
         if cached is not None:
             usage.cache_hits += 1
-            return ChatResult(cached["texts"], cached["prompt_tokens"], cached["completion_tokens"], True)
+            return ChatResult(list(cached["texts"]), cached["prompt_tokens"], cached["completion_tokens"], True)
         result = await self._complete(role, settings, messages, n)
         self._cache_write(key, result)
         return result
@@ -191,10 +282,13 @@ class LLMClient:
         return "\n".join(lines)
 
     async def aclose(self) -> None:
-        """Close every HTTP connection pool."""
+        """Close every HTTP connection pool and wait until every cache entry is written."""
         clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.close()
+        try:
+            for client in clients:
+                await client.close()
+        finally:
+            self._cache_writer.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -255,7 +349,10 @@ class LLMClient:
         prompt_tokens = completion_tokens = 0
         batches = [n]
         while batches:
-            answers = await asyncio.gather(*(self._request(role, settings, messages, k) for k in batches))
+            if len(batches) == 1:  # the usual case: no task to spawn
+                answers = [await self._request(role, settings, messages, batches[0])]
+            else:
+                answers = await asyncio.gather(*(self._request(role, settings, messages, k) for k in batches))
             for asked, (got, p_tok, c_tok) in zip(batches, answers):
                 texts.extend(got)
                 prompt_tokens += p_tok
@@ -275,46 +372,38 @@ class LLMClient:
         """One HTTP request (retried), returning its choice texts and token counts."""
         client = self._client(settings["base_url"], settings["api_key_env"])
         usage = self._usage[role]
-        config = self.config
-
-        def wait(state: RetryCallState) -> float:
-            err = state.outcome.exception() if state.outcome else None
-            backoff = min(config.retry_max_s, config.retry_base_s * 2 ** (state.attempt_number - 1))
-            jittered = backoff * (0.5 + random.random() / 2)
-            hinted = _retry_after_s(err)
-            return min(config.retry_max_s, max(jittered, hinted or 0.0))
-
-        def before_sleep(state: RetryCallState) -> None:
-            usage.retries += 1
-
         payload = json.dumps({**settings["body"], "messages": messages, "n": n}, ensure_ascii=False).encode()
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(config.max_retries + 1),
-            wait=wait,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    async with self._semaphore:
-                        response = await client.post(
-                            "/chat/completions",
-                            content=payload,
-                            cast_to=httpx2.Response,
-                            options={"timeout": settings["timeout_s"], "headers": _JSON_HEADERS},
-                        )
-                    texts, p_tok, c_tok = _parse_completion(response, settings["base_url"])
-        except (openai.OpenAIError, _MalformedResponse) as err:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            verdict = f"gave up after {attempts} attempts" if _retryable(err) else "failed"
-            raise LLMError(f"role {role!r} ({settings['body']['model']}): {verdict}: {_describe(err)}") from err
+        options = {"timeout": settings["timeout_s"]}  # the SDK's default headers say JSON already
+        attempt = 1
+        while True:
+            try:
+                async with self._semaphore:
+                    response = await client.post("/chat/completions", content=payload, cast_to=httpx2.Response,
+                                                 options=options)
+                texts, p_tok, c_tok = _parse_completion(response, settings["base_url"])
+                break
+            except (openai.OpenAIError, _MalformedResponse) as err:
+                if not _retryable(err) or attempt > self.config.max_retries:
+                    verdict = f"gave up after {attempt} attempts" if _retryable(err) else "failed"
+                    raise LLMError(
+                        f"role {role!r} ({settings['body']['model']}): {verdict}: {_describe(err)}"
+                    ) from err
+                usage.retries += 1
+                delay = self._backoff_s(attempt, err)
+            await asyncio.sleep(delay)
+            attempt += 1
         usage.calls += 1
         usage.prompt_tokens += p_tok
         usage.completion_tokens += c_tok
         usage.cost += (p_tok * settings["price"][0] + c_tok * settings["price"][1]) / 1000
         return texts, p_tok, c_tok
+
+    def _backoff_s(self, attempt: int, err: BaseException) -> float:
+        """Exponential backoff with jitter after failed attempt `attempt`, or the server's Retry-After."""
+        config = self.config
+        backoff = min(config.retry_max_s, config.retry_base_s * 2 ** (attempt - 1))
+        jittered = backoff * (0.5 + random.random() / 2)
+        return min(config.retry_max_s, max(jittered, _retry_after_s(err) or 0.0))
 
     # -- cache -----------------------------------------------------------------------------------
 
@@ -329,10 +418,15 @@ class LLMClient:
 
     def _cache_read(self, key: str) -> dict[str, Any] | None:
         path = self._cache_path(key)
-        if path is None or not path.is_file():
+        if path is None:
             return None
+        entry = self._cache_writer.get(path)
+        if entry is not None:
+            return entry
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
+            entry = json.loads(path.read_bytes())
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
         except (json.JSONDecodeError, UnicodeDecodeError):
             entry = None
         if not isinstance(entry, dict) or not {"texts", "prompt_tokens", "completion_tokens"} <= entry.keys():
@@ -341,9 +435,6 @@ class LLMClient:
 
     def _cache_write(self, key: str, result: ChatResult) -> None:
         path = self._cache_path(key)
-        if path is None:
-            return
-        entry = {"texts": result.texts, "prompt_tokens": result.prompt_tokens,
-                 "completion_tokens": result.completion_tokens}
-        with atomic_write(path) as fh:
-            json.dump(entry, fh, ensure_ascii=False)
+        if path is not None:
+            self._cache_writer.put(path, {"texts": list(result.texts), "prompt_tokens": result.prompt_tokens,
+                                          "completion_tokens": result.completion_tokens})
