@@ -258,6 +258,7 @@ async def _send(send: Callable, status: int, body: bytes, headers: list[tuple[by
 def main(delay_s: float = 0.0, port: int = 0) -> None:
     """`python tests/scripted_server.py [--delay_s=S] [--port=P]`: serve default replies until killed."""
     server = ScriptedServer(delay_s=float(delay_s), port=int(port), log_requests=False)
+    server._socket.listen(4096)  # before PORT is printed: a client may connect at once
     print(f"PORT {server.port}", flush=True)
     uvicorn.Server(_uvicorn_config(server._app)).run(sockets=[server._socket])
 
