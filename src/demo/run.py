@@ -50,10 +50,12 @@ class Budget:
     sample_profiles: int = 160
     eval_profiles: int = 100
     turns: int = 3
+    min_constraints: int = 3
+    max_constraints: int = 5
     follow_prob: float = 0.7
-    sft_epochs: float = 4.0
+    sft_epochs: float = 12.0
     pref_steps: int = 120
-    pref_lr: float = 1.0e-3
+    pref_lr: float = 1.0e-4
     samples_per_turn: int = 5
     hidden: int = 128
     layers: int = 4
@@ -65,9 +67,11 @@ QUICK = Budget(sft_profiles=250, sample_profiles=30, eval_profiles=24, sft_epoch
                hidden=64, layers=2, vocab=512)
 
 
-def world_profiles(stream: int, count: int, prefix: str) -> list[ProfileCore]:
+def world_profiles(stream: int, count: int, prefix: str, budget: Budget) -> list[ProfileCore]:
     rng = random.Random(stream)
-    return [make_profile(rng, i, profile_id=f"{prefix}-{i}") for i in range(count)]
+    return [
+        make_profile(rng, i, f"{prefix}-{i}", budget.min_constraints, budget.max_constraints) for i in range(count)
+    ]
 
 
 def sft_dataset(profiles: list[ProfileCore], seed: int, budget: Budget, data_dir: Path) -> None:
@@ -165,9 +169,9 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
     data_dir = work / "data"
     data_dir.mkdir(exist_ok=True)
     started = time.monotonic()
-    sft_profiles = world_profiles(seed * 10 + 1, budget.sft_profiles, "sft")
-    sample_profiles = world_profiles(seed * 10 + 2, budget.sample_profiles, "train")
-    held_out = world_profiles(DEV_STREAM if split == "dev" else EVAL_STREAM, budget.eval_profiles, split)
+    sft_profiles = world_profiles(seed * 10 + 1, budget.sft_profiles, "sft", budget)
+    sample_profiles = world_profiles(seed * 10 + 2, budget.sample_profiles, "train", budget)
+    held_out = world_profiles(DEV_STREAM if split == "dev" else EVAL_STREAM, budget.eval_profiles, split, budget)
     sft_dataset(sft_profiles, seed, budget, data_dir)
     init = build_tiny_model(work / "models" / "init", texts=world_texts(sft_profiles[:400], seed),
                             vocab_size=budget.vocab, hidden_size=budget.hidden, num_layers=budget.layers,
