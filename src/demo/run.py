@@ -56,6 +56,7 @@ class Budget:
     sft_epochs: float = 12.0
     pref_steps: int = 120
     pref_lr: float = 1.0e-4
+    rpo_gamma: float = 0.05  # RPO only (`--rpo_gamma 0` is DPO on the reversed pairs)
     samples_per_turn: int = 5
     hidden: int = 128
     layers: int = 4
@@ -202,8 +203,9 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
         started = time.monotonic()
         if counts.pairs == 0:
             raise RuntimeError(f"no {method} pairs were built: the base policy's samples never differ")
+        margin = {"rpo_gamma": budget.rpo_gamma} if method == "rpo" else {}
         models[method] = train(method, work, method, model_name_or_path=str(base), dataset_dir=str(data_dir),
-                               max_steps=budget.pref_steps, learning_rate=budget.pref_lr, seed=seed)
+                               max_steps=budget.pref_steps, learning_rate=budget.pref_lr, seed=seed, **margin)
         lap(method, started)
 
     started = time.monotonic()
@@ -285,7 +287,8 @@ def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = 
          **overrides) -> None:
     """Run the demo; `--split dev` scores the development profiles (for calibration) instead of eval.
 
-    Any `Budget` field can be overridden (`--pref_lr 1e-3`); it applies to DPO and RPO alike.
+    Any `Budget` field can be overridden (`--pref_lr 1e-3`); it applies to DPO and RPO alike, except
+    `--rpo_gamma` (a γ sweep is one run per value).
     """
     began = time.monotonic()
     if split not in ("eval", "dev"):
