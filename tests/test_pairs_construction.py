@@ -244,6 +244,27 @@ def test_streamed_builders_write_what_the_pure_functions_yield(tmp_path: Path, z
     )
 
 
+@pytest.mark.parametrize(
+    "profile",
+    [
+        # a constraint that ends (or starts) the prompt with whitespace: the rendered prompt is stripped
+        {"name": "N", "description": "D", "skills": ["k"], "constraints": ["a ", " b\n", "c\t"]},
+        # empty description and skill, an empty constraint, text that looks like the placeholders
+        {"name": "N\x00c0\x00", "description": "", "skills": ["", "s"], "constraints": ["", "x", "y"]},
+        # no constraints left in some prompts, a name with leading whitespace
+        {"name": " N", "skills": [], "constraints": ["p", "q", "r"]},
+    ],
+)
+def test_streamed_rpo_matches_pure_function_on_awkward_texts(tmp_path: Path, profile: dict) -> None:
+    data = session_dict()
+    data["profile"] = profile
+    data["reversed_constraints"] = ["not a  ", None, "\tnot c"]
+    detail = write_detail(tmp_path / "detail.jsonl", [data])
+    expected = [json.loads(dumps(r)) for r in rpo_pairs(SessionDetail.model_validate(data))]
+    build_rpo_dataset(detail, tmp_path, "rpo")
+    assert json.loads((tmp_path / "rpo.json").read_text(encoding="utf-8")) == expected
+
+
 def test_margins_are_integers_in_the_file(tmp_path: Path) -> None:
     detail = write_detail(tmp_path / "d.jsonl", [session_dict()])
     build_rpo_dataset(detail, tmp_path, "rpo")

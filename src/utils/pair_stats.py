@@ -65,28 +65,48 @@ class Rates:
     turns: int = 0
     hits: Counter[str] = field(default_factory=Counter)
 
-    def add(self, flags: tuple[bool, bool, bool]) -> None:
-        self.turns += 1
+    def add(self, flags: tuple[bool, bool, bool], count: int = 1) -> None:
+        """Count `count` turns with these (valid, dominated, perfect) flags."""
+        self.turns += count
         for name, flag in zip(QUALITIES, flags):
-            self.hits[name] += flag
+            self.hits[name] += flag * count
 
     def rates(self) -> dict[str, float]:
         return {name: (self.hits[name] / self.turns if self.turns else 0.0) for name in QUALITIES}
 
 
+Flags = tuple[bool, bool, bool]
+
+
 @dataclass
 class SampleEfficiency:
-    """Table 4 for direct vs reversed pairing, overall and by number of constraints."""
+    """Table 4 for direct vs reversed pairing, overall and by number of constraints.
 
-    direct: dict[str, Rates] = field(default_factory=lambda: {b: Rates() for b in ("all", *BUCKETS)})
-    reverse: dict[str, Rates] = field(default_factory=lambda: {b: Rates() for b in ("all", *BUCKETS)})
+    Turns are tallied by (five or more constraints, direct flags, reversed flags), one counter update
+    a turn (pair construction adds one per turn of its input); `direct` and `reverse` derive the rates.
+    """
 
-    def add_turn(
-        self, n_constraints: int, direct: tuple[bool, bool, bool], reverse: tuple[bool, bool, bool]
-    ) -> None:
-        for key in ("all", bucket(n_constraints)):
-            self.direct[key].add(direct)
-            self.reverse[key].add(reverse)
+    tally: Counter[tuple[bool, Flags, Flags]] = field(default_factory=Counter)
+
+    def add_turn(self, n_constraints: int, direct: Flags, reverse: Flags) -> None:
+        self.tally[(n_constraints >= 5, direct, reverse)] += 1
+
+    @property
+    def direct(self) -> dict[str, Rates]:
+        """Direct pairing's rates: "all" and per bucket of `bucket`."""
+        return self._rates(1)
+
+    @property
+    def reverse(self) -> dict[str, Rates]:
+        """Reversed pairing's rates: "all" and per bucket of `bucket`."""
+        return self._rates(2)
+
+    def _rates(self, method: int) -> dict[str, Rates]:
+        table = {b: Rates() for b in ("all", *BUCKETS)}
+        for key, count in self.tally.items():
+            table["all"].add(key[method], count)
+            table[BUCKETS[key[0]]].add(key[method], count)
+        return table
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         """The `sample_efficiency` block of the demo report: overall rates per method."""

@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from operator import getitem
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from rpo.utils.io import InputError, JsonArrayWriter, read_jsonl, update_dataset_info
 from rpo.utils.pair_stats import SampleEfficiency, direct_flags, format_histogram, reversed_pair_flags
-from rpo.utils.records import Message, PreferenceRecord, SessionDetail, Turn
+from rpo.utils.records import Message, PreferenceRecord, ProfileCore, SessionDetail, Turn
 from rpo.utils.system_prompt import detect_lang, render_system_prompt
 
 NonReversible = Literal["drop", "skip"]
@@ -87,15 +90,17 @@ class Counters:
         return "\n".join(lines)
 
 
-PlannedPair = tuple[int, int, int, int, int]
-"""One directed pair of a turn: (chosen, rejected, kept, flipped, margin).
+TurnPlan = tuple[list[int], list[int], list[int], list[int], list[int]]
+"""A turn's directed RPO pairs and prompts: (chosen, rejected, margin, kept, flipped).
 
-Chosen and rejected index the turn's distinct samples; `kept` masks the constraints in the pair's
-prompt and `flipped` those of them stated reversed. Plain tuples: the hot loop makes millions.
+The first three are parallel lists, one item per pair, indexing the turn's distinct samples; `kept[c]`
+masks the constraints in the prompt that sample c gets when chosen and `flipped[c]` those of them
+stated reversed. Flat lists of ints: the hot loop handles millions of pairs.
 """
 
 _BITS = bytes.maketrans(b"\x00\x01", b"01")
-_DIRECTED: dict[int, list[tuple[int, int]]] = {}
+_POWERS = [1 << k for k in range(256)]
+_DIRECTED: dict[int, tuple[list[int], list[int]]] = {}
 
 
 def _mask(follows: list[bool]) -> int:
@@ -103,11 +108,12 @@ def _mask(follows: list[bool]) -> int:
     return int(bytes(follows[::-1]).translate(_BITS), 2) if follows else 0
 
 
-def _directed(m: int) -> list[tuple[int, int]]:
-    """(i, j) then (j, i) for every i < j < m: each unordered pair in both directions."""
+def _directed(m: int) -> tuple[list[int], list[int]]:
+    """(i, j) then (j, i) for every i < j < m, as (firsts, seconds): each unordered pair both ways."""
     pairs = _DIRECTED.get(m)
     if pairs is None:
-        pairs = [p for i in range(m) for j in range(i + 1, m) for p in ((i, j), (j, i))]
+        both = [p for i in range(m) for j in range(i + 1, m) for p in ((i, j), (j, i))]
+        pairs = [c for c, _ in both], [r for _, r in both]
         _DIRECTED[m] = pairs
     return pairs
 
@@ -118,10 +124,11 @@ def _distinct_samples(turn: Turn, counters: Counters) -> tuple[list[int], list[s
     texts: list[str] = []
     unjudged = 0
     for sample in turn.samples:
-        if sample.follows is None:
+        follows = sample.follows
+        if follows is None:
             unjudged += 1
             continue
-        m = _mask(sample.follows)
+        m = sum(compress(_POWERS, follows)) if len(follows) <= len(_POWERS) else _mask(follows)
         if m in masks:
             counters.duplicates += 1
             continue
@@ -134,7 +141,7 @@ def _distinct_samples(turn: Turn, counters: Counters) -> tuple[list[int], list[s
 
 def _plan_turn(
     masks: list[int], n: int, reversible: int, non_reversible: NonReversible, counters: Counters
-) -> list[PlannedPair]:
+) -> TurnPlan:
     """Directed RPO pairs of one turn (SPEC §4.4), counting what the non-reversible rule leaves out.
 
     The chosen's prompt keeps what it follows, reverses what it fails where a reversal exists, and
@@ -143,48 +150,58 @@ def _plan_turn(
     """
     full = (1 << n) - 1
     lost = [full & ~m & ~reversible for m in masks]
-    skipped = zero = dropped = 0
+    firsts, seconds = _directed(len(masks))
     if not any(lost):  # every failed constraint reverses: full prompts, margin = differences (>= 1)
-        plans = [
-            (c, r, full, full & ~masks[c], (masks[c] ^ masks[r]).bit_count())
-            for c, r in _directed(len(masks))
-        ]
-    else:
-        kept = [full & ~x for x in lost]
-        flipped = [full & ~m & k for m, k in zip(masks, kept)]
-        skip = non_reversible == "skip"
-        plans = []
-        for c, r in _directed(len(masks)):
-            if skip and lost[c]:
-                skipped += 1
-                continue
-            margin = ((masks[c] ^ masks[r]) & kept[c]).bit_count()
-            if not margin:
-                zero += 1
-                continue
-            dropped += lost[c].bit_count()
-            plans.append((c, r, kept[c], flipped[c], margin))
+        margins = [(masks[c] ^ masks[r]).bit_count() for c, r in zip(firsts, seconds)]
+        counters.pairs += len(margins)
+        counters.margin_hist.update(margins)
+        return firsts, seconds, margins, [full] * len(masks), [full & ~m for m in masks]
+    kept = [full & ~x for x in lost]
+    flipped = [full & ~m & k for m, k in zip(masks, kept)]
+    if non_reversible == "drop":
+        margins = [((masks[c] ^ masks[r]) & kept[c]).bit_count() for c, r in zip(firsts, seconds)]
+        if 0 not in margins:  # every pair emitted; each sample is chosen in len(masks) - 1 of them
+            counters.dropped_constraints += (len(masks) - 1) * sum(x.bit_count() for x in lost)
+            counters.pairs += len(margins)
+            counters.margin_hist.update(margins)
+            return firsts, seconds, margins, kept, flipped
+    skip = non_reversible == "skip"
+    skipped = zero = dropped = 0
+    chosen: list[int] = []
+    rejected: list[int] = []
+    margins = []
+    for c, r in zip(firsts, seconds):
+        if skip and lost[c]:
+            skipped += 1
+            continue
+        margin = ((masks[c] ^ masks[r]) & kept[c]).bit_count()
+        if not margin:
+            zero += 1
+            continue
+        dropped += lost[c].bit_count()
+        chosen.append(c)
+        rejected.append(r)
+        margins.append(margin)
     counters.skipped_pairs += skipped
     counters.zero_margin += zero
     counters.dropped_constraints += dropped
-    counters.pairs += len(plans)
-    counters.margin_hist.update([p[4] for p in plans])
-    return plans
+    counters.pairs += len(margins)
+    counters.margin_hist.update(margins)
+    return chosen, rejected, margins, kept, flipped
 
 
-def _record_turn_stats(
-    counters: Counters, n: int, masks: list[int], judged: int, plans: list[PlannedPair]
-) -> None:
+def _record_turn_stats(counters: Counters, n: int, masks: list[int], judged: int, plan: TurnPlan) -> None:
     """Table 4 flags of one turn with >= 2 judged samples: direct pairing vs the reversed pairs emitted."""
     if judged < 2:
         return
-    reverse = [False, False, False]
-    for c, r, kept, flipped, _ in plans:
-        flags = reversed_pair_flags(masks[c], masks[r], kept, flipped)
-        reverse = [a or b for a, b in zip(reverse, flags)]
-        if all(reverse):
+    chosen, rejected, _, kept, flipped = plan
+    valid = dominated = perfect = False
+    for c, r in zip(chosen, rejected):
+        v, d, p = reversed_pair_flags(masks[c], masks[r], kept[c], flipped[c])
+        valid, dominated, perfect = valid or v, dominated or d, perfect or p
+        if valid and dominated and perfect:
             break
-    counters.efficiency.add_turn(n, direct_flags(masks, (1 << n) - 1), (reverse[0], reverse[1], reverse[2]))
+    counters.efficiency.add_turn(n, direct_flags(masks, (1 << n) - 1), (valid, dominated, perfect))
 
 
 def _prompt_constraints(session: SessionDetail, kept: int, flipped: int) -> list[str]:
@@ -228,11 +245,13 @@ def rpo_pairs(
     for t, turn in enumerate(session.turns):
         counters.turns += 1
         masks, texts, judged = _distinct_samples(turn, counters)
-        plans = _plan_turn(masks, n, reversible, non_reversible, counters)
-        _record_turn_stats(counters, n, masks, judged, plans)
+        plan = _plan_turn(masks, n, reversible, non_reversible, counters)
+        _record_turn_stats(counters, n, masks, judged, plan)
         history = _history(session.turns, t)
-        for c, r, kept, flipped, margin in plans:
-            system = render_system_prompt(session.profile, _prompt_constraints(session, kept, flipped), lang)
+        chosen, rejected, margins, kept, flipped = plan
+        for c, r, margin in zip(chosen, rejected, margins):
+            constraints = _prompt_constraints(session, kept[c], flipped[c])
+            system = render_system_prompt(session.profile, constraints, lang)
             yield PreferenceRecord(
                 conversations=[
                     Message(role="system", value=system),
@@ -331,69 +350,169 @@ def kto_records(session: SessionDetail, counters: Counters | None = None) -> Ite
             }
 
 
-_SENTINEL = "\x00"
-
-
-def _enc(text: str) -> str:
-    """`json.dumps(text, ensure_ascii=False)` without the encoder set-up per call."""
-    return encode_basestring(text)
+def _quoted(text: str) -> bytes:
+    """`json.dumps(text, ensure_ascii=False).encode()`: the same bytes (orjson escapes as json does)."""
+    try:
+        return orjson.dumps(text)
+    except TypeError:  # not encodable as UTF-8 (a lone surrogate): fail as the json path does
+        return encode_basestring(text).encode()
 
 
 def _message(role: str, text: str) -> bytes:
     """One sharegpt message as UTF-8 JSON, the form records are assembled from."""
-    return f'{{"from": "{role}", "value": {_enc(text)}}}'.encode()
+    return b"".join((b'{"from": "', role.encode(), b'", "value": ', _quoted(text), b"}"))
+
+
+def _escaped(text: str) -> bytes:
+    """JSON string escaping of `text` without the quotes, UTF-8."""
+    return _quoted(text)[1:-1]
+
+
+_MARK = "\x00"
+_LayoutKey = tuple[str, bool, bool, tuple[bool, ...], int]
+_LAYOUTS: dict[_LayoutKey, list[str] | None] = {}
+
+
+def _layout(key: _LayoutKey) -> list[str] | None:
+    """The system prompt template rendered with placeholders instead of values, split at them.
+
+    `key` is (lang, name given, description given, each skill given, number of constraints): all a
+    template decides its layout on. Even items are literal text, odd items name the value that goes
+    there: "n" (name), "d" (description), "s<i>" (skill i), "c<i>" (constraint i). Empty values are
+    rendered empty, as they are. The layout is checked once against a real rendering with stand-in
+    values; a template that does not put its values in verbatim, or puts constraints anywhere but
+    once each in order, gets None (its prompts are rendered one by one).
+    """
+    if key in _LAYOUTS:
+        return _LAYOUTS[key]
+    lang, name, description, skills, count = key
+
+    def render(value: Callable[[str], str]) -> str:
+        profile = ProfileCore.model_construct(
+            name=value("n") if name else "",
+            description=value("d") if description else "",
+            skills=[value(f"s{i}") if given else "" for i, given in enumerate(skills)],
+            constraints=[],
+        )
+        return render_system_prompt(profile, [value(f"c{i}") for i in range(count)], lang)
+
+    parts = render(lambda tag: f"{_MARK}{tag}{_MARK}").split(_MARK)
+    tags = parts[1::2]
+    expected = {"n", "d", *(f"s{i}" for i in range(len(skills))), *(f"c{i}" for i in range(count))}
+    layout: list[str] | None = parts
+    if (
+        len(parts) % 2 == 0
+        or not set(tags) <= expected
+        or [tag for tag in tags if tag.startswith("c")] != [f"c{i}" for i in range(count)]
+        or render(lambda tag: f"<{tag}>")
+        != "".join(p if i % 2 == 0 else f"<{p}>" for i, p in enumerate(parts))
+    ):
+        layout = None
+    _LAYOUTS[key] = layout
+    return layout
 
 
 class _SessionEncoder:
     """JSON pieces of one session, each encoded once: system prompts by constraint list, turns, samples.
 
-    A system prompt is the template rendered once per constraint count with sentinel constraints (the
-    skeleton), with the constraint texts put in. JSON-escaping is per character, so the skeleton's
-    parts and each constraint are escaped once and a prompt's JSON is their concatenation: the same
-    bytes as rendering and encoding each prompt directly.
+    A system prompt is assembled from the template's layout for its number of constraints (`_layout`,
+    shared by every session of the same shape) with this session's profile and constraint texts put in.
+    JSON-escaping is per character, so escaping each piece once and concatenating gives the same bytes
+    as rendering and encoding each prompt directly. The rendered prompt is stripped, so a value at the
+    very start or end of the prompt with whitespace at that edge (or an empty constraint) would be cut
+    differently: such prompts are rendered directly.
     """
 
     def __init__(self, session: SessionDetail):
         self.session = session
-        self.lang = detect_lang(session.profile)
-        self.tail = f', "session_id": {_enc(session.session_id)}, "turn": '.encode()
-        self._systems: dict[tuple[int, int], bytes] = {}
-        self._skeletons: dict[int, list[bytes]] = {}
         profile = session.profile
-        self._opaque = not any(_SENTINEL in t for t in (profile.name, profile.description, *profile.skills))
+        self.lang = detect_lang(profile)
+        self.tail = b', "session_id": ' + _quoted(session.session_id) + b', "turn": '
+        self._n = len(profile.constraints)
+        self._full = (1 << self._n) - 1
+        self._choices: list[tuple[bytes, bytes]] | None = (
+            None  # per constraint: its piece as stated, reversed
+        )
+        self._skeletons: dict[int, list[bytes] | None] = {}
         self._original = [_escaped(c) for c in profile.constraints]
         self._reversed = [b"" if c is None else _escaped(c) for c in session.reversed_constraints]
+        texts = [*profile.constraints, *(c for c in session.reversed_constraints if c is not None)]
+        self._direct_only = any(not text or text.strip() != text for text in texts)
+        self._values = {"n": profile.name, "d": profile.description}
+        self._values.update((f"s{i}", skill) for i, skill in enumerate(profile.skills))
 
-    def _skeleton(self, count: int) -> list[bytes]:
-        parts = self._skeletons.get(count)
-        if parts is None:
-            marks = [f"{_SENTINEL}{i}{_SENTINEL}" for i in range(count)]
-            text = render_system_prompt(self.session.profile, marks, self.lang)
-            parts = [_escaped(part) for part in text.split(_SENTINEL)[::2]]
-            self._skeletons[count] = parts
+    def _skeleton(self, count: int) -> list[bytes] | None:
+        """The prompt's JSON message around its `count` constraints: count + 1 pieces, or None (render)."""
+        if count in self._skeletons:
+            return self._skeletons[count]
+        profile = self.session.profile
+        key = (
+            self.lang,
+            bool(profile.name),
+            bool(profile.description),
+            tuple(map(bool, profile.skills)),
+            count,
+        )
+        layout = None if self._direct_only else _layout(key)
+        parts: list[bytes] | None = None
+        if layout is not None:
+            values = self._values
+            edge_ok = True  # a profile value opening or closing the prompt must not start/end with whitespace
+            if not layout[0] and len(layout) > 1 and not layout[1].startswith("c"):
+                edge_ok = not values[layout[1]][0].isspace()
+            if not layout[-1] and len(layout) > 1 and not layout[-2].startswith("c"):
+                edge_ok = edge_ok and not values[layout[-2]][-1].isspace()
+            if edge_ok:
+                pieces: list[str] = [layout[0]]
+                parts = []
+                for i in range(1, len(layout), 2):
+                    tag = layout[i]
+                    if tag.startswith("c"):
+                        parts.append(_escaped("".join(pieces)))
+                        pieces = []
+                    else:
+                        pieces.append(values[tag])
+                    pieces.append(layout[i + 1])
+                parts.append(_escaped("".join(pieces)))
+                parts[0] = b'{"from": "system", "value": "' + parts[0]
+                parts[-1] += b'"}'
+                if count == self._n:
+                    self._opening = parts[0]
+        self._skeletons[count] = parts
         return parts
 
+    def system_pieces(self, kept: int, flipped: int, before: bytes = b"") -> list[bytes]:
+        """The system message of a prompt as pieces to join (after `before`): the kept constraints,
+        reversed where flipped."""
+        if kept == self._full:
+            if self._choices is None:
+                parts = self._skeleton(self._n)
+                self._choices = (
+                    []
+                    if parts is None
+                    else [
+                        (text + part, rev + part)
+                        for text, rev, part in zip(self._original, self._reversed, parts[1:])
+                    ]
+                )
+            if self._choices:
+                pieces = [before, self._opening]
+                pieces += map(getitem, self._choices, _bits(flipped, self._n))
+                return pieces
+        parts = self._skeleton(kept.bit_count())
+        if parts is None:
+            return [before, _message("system", self._direct(kept, flipped))]
+        original, reversed_ = self._original, self._reversed
+        pieces = [before] * (2 * len(parts))
+        pieces[1::2] = parts
+        pieces[2::2] = [
+            reversed_[k] if flipped >> k & 1 else text for k, text in enumerate(original) if kept >> k & 1
+        ]
+        return pieces
+
     def system(self, kept: int, flipped: int) -> bytes:
-        key = (kept, flipped)
-        data = self._systems.get(key)
-        if data is not None:
-            return data
-        if not self._opaque:
-            data = _message("system", self._direct(kept, flipped))
-        else:
-            chosen = [
-                self._reversed[k] if flipped >> k & 1 else text
-                for k, text in enumerate(self._original)
-                if kept >> k & 1
-            ]
-            parts = self._skeleton(len(chosen))
-            pieces = [b'{"from": "system", "value": "', parts[0]]
-            for text, part in zip(chosen, parts[1:]):
-                pieces += (text, part)
-            pieces.append(b'"}')
-            data = b"".join(pieces)
-        self._systems[key] = data
-        return data
+        """The system message of a prompt (see `system_pieces`), joined."""
+        return b"".join(self.system_pieces(kept, flipped))
 
     def _direct(self, kept: int, flipped: int) -> str:
         constraints = _prompt_constraints(self.session, kept, flipped)
@@ -403,15 +522,21 @@ class _SessionEncoder:
         """(1-based turn number, turn, encoded history + query) for each turn."""
         history = b""
         for t, turn in enumerate(self.session.turns):
-            yield t + 1, turn, history + _message("human", turn.query)
-            history += (
-                _message("human", turn.query) + b", " + _message("gpt", turn.reference_response) + b", "
-            )
+            query = _message("human", turn.query)
+            yield t + 1, turn, history + query
+            history += query + b", " + _message("gpt", turn.reference_response) + b", "
 
 
-def _escaped(text: str) -> bytes:
-    """JSON string escaping of `text` without the quotes, UTF-8."""
-    return encode_basestring(text)[1:-1].encode()
+_BIT_TABLE: list[tuple[int, ...]] = []
+
+
+def _bits(mask: int, n: int) -> Sequence[int]:
+    """The low `n` bits of `mask`, bit 0 first (at least `n` items; a table lookup below 2**12)."""
+    if mask < 4096 and n <= 12:
+        if not _BIT_TABLE:
+            _BIT_TABLE.extend(tuple(m >> k & 1 for k in range(12)) for m in range(4096))
+        return _BIT_TABLE[mask]
+    return [mask >> k & 1 for k in range(n)]
 
 
 Encoded = tuple[bytes, int]
@@ -424,7 +549,19 @@ def _number(i: int) -> bytes:
     return _NUMBERS[i] if i < 1024 else str(i).encode()
 
 
+_MARGINS = [b'}, "margin": ' + _number(m) for m in range(65)]
+
+
+def _margin_pieces(top: int) -> list[bytes]:
+    """`}, "margin": m` (closing the rejected answer) for m = 0..top."""
+    if top < len(_MARGINS):
+        return _MARGINS[: top + 1]
+    return [b'}, "margin": ' + _number(m) for m in range(top + 1)]
+
+
 def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters: Counters) -> Encoded:
+    """A session's RPO records: each record is three pieces, the part up to the rejected answer
+    (one per chosen sample), the rejected answer and the margin with the closing fields."""
     enc = _SessionEncoder(session)
     n = len(session.profile.constraints)
     reversible = _reversible_mask(session)
@@ -433,29 +570,28 @@ def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters:
     for t, turn, dialogue in enc.turns():
         counters.turns += 1
         masks, texts, judged = _distinct_samples(turn, counters)
-        plans = _plan_turn(masks, n, reversible, non_reversible, counters)
-        _record_turn_stats(counters, n, masks, judged, plans)
-        if not plans:
+        plan = _plan_turn(masks, n, reversible, non_reversible, counters)
+        _record_turn_stats(counters, n, masks, judged, plan)
+        chosen, rejected, margins, kept, flipped = plan
+        if not margins:
             continue
-        answers = [_message("gpt", text) for text in texts]
+        answers = [_quoted(text) for text in texts]
+        middle = b", " + dialogue + b'], "chosen": {"from": "gpt", "value": '
+        heads = []
+        for c, answer in enumerate(answers):
+            head = enc.system_pieces(kept[c], flipped[c], b',\n{"conversations": [')
+            head += (middle, answer, b'}, "rejected": {"from": "gpt", "value": ')
+            heads.append(b"".join(head))
         tail = enc.tail + _number(t) + b"}"
-        heads: dict[int, bytes] = {}
-        for c, r, kept, flipped, margin in plans:
-            head = heads.get(c)
-            if head is None:
-                parts = (
-                    b',\n{"conversations": [',
-                    enc.system(kept, flipped),
-                    b", ",
-                    dialogue,
-                    b'], "chosen": ',
-                )
-                head = b"".join((*parts, answers[c], b', "rejected": '))
-                heads[c] = head
-            pieces += (head, answers[r], b', "margin": ', _number(margin), tail)
+        closing = [piece + tail for piece in _margin_pieces(max(margins))]
+        start = len(pieces)
+        pieces += margins * 3
+        pieces[start::3] = map(heads.__getitem__, chosen)
+        pieces[start + 1 :: 3] = map(answers.__getitem__, rejected)
+        pieces[start + 2 :: 3] = map(closing.__getitem__, margins)
     if pieces:
         pieces[0] = pieces[0][2:]
-    return b"".join(pieces), len(pieces) // 5
+    return b"".join(pieces), len(pieces) // 3
 
 
 def _encode_dpo(session: SessionDetail, counters: Counters) -> Encoded:
