@@ -15,11 +15,17 @@ session (system prompts keyed by constraint list, history per turn, each respons
 record repeats its prompt and history and datasets run to gigabytes. Both paths share `_plan_turn`,
 and the tests check they write the same records.
 
+Inside, a session is the plain dict of its JSON line (`RawSession`): the builders validate each line
+with a TypeAdapter over TypedDicts that mirror `SessionDetail` (a line that fails is re-read through
+`SessionDetail`, so errors name file, line and field as every reader's do); the pure functions take
+the models and dump them.
+
 Follow vectors are handled as bit masks: bit k set when the response follows constraint k.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -28,13 +34,15 @@ from itertools import compress
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from operator import getitem
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, cast
 
 import orjson
-from rpo.utils.io import InputError, JsonArrayWriter, read_jsonl, update_dataset_info
+from pydantic import TypeAdapter, ValidationError
+from rpo.utils.io import InputError, JsonArrayWriter, open_text, parse_jsonl_line, update_dataset_info
 from rpo.utils.pair_stats import SampleEfficiency, direct_flags, format_histogram, reversed_pair_flags
-from rpo.utils.records import Message, PreferenceRecord, ProfileCore, SessionDetail, Turn
+from rpo.utils.records import Message, PreferenceRecord, ProfileCore, SessionDetail
 from rpo.utils.system_prompt import detect_lang, render_system_prompt
+from typing_extensions import TypedDict
 
 NonReversible = Literal["drop", "skip"]
 SHAREGPT_TAGS = {
@@ -44,6 +52,81 @@ SHAREGPT_TAGS = {
     "assistant_tag": "gpt",
     "system_tag": "system",
 }
+
+
+class RawSample(TypedDict):
+    response: str
+    follows: list[bool] | None
+
+
+class RawTurn(TypedDict):
+    query: str
+    reference_response: str
+    samples: NotRequired[list[RawSample]]
+
+
+class RawProfile(TypedDict):
+    name: str
+    description: NotRequired[str]
+    skills: NotRequired[list[str]]
+    constraints: list[str]
+
+
+class RawSession(TypedDict):
+    """A `SessionDetail` as a plain dict (unknown keys dropped, defaults not filled in)."""
+
+    session_id: str
+    profile: RawProfile
+    reversed_constraints: list[str | None]
+    turns: list[RawTurn]
+
+
+@functools.cache
+def _session_adapter() -> TypeAdapter[RawSession]:
+    return TypeAdapter(RawSession)
+
+
+def _lengths_match(session: RawSession) -> bool:
+    """`SessionDetail`'s own check: one reversal and one verdict a sample per constraint."""
+    n = len(session["profile"]["constraints"])
+    return len(session["reversed_constraints"]) == n and all(
+        sample["follows"] is None or len(sample["follows"]) == n
+        for turn in session["turns"]
+        for sample in turn.get("samples", ())
+    )
+
+
+def _read_sessions(path: str | Path) -> Iterator[RawSession]:
+    """`read_jsonl(path, SessionDetail)` as validated plain dicts: the builders' input.
+
+    Parsing with orjson and validating TypedDicts skips building a model per sample; a line either
+    rejects (invalid JSON, a constant orjson refuses such as NaN, a bad field) goes through
+    `parse_jsonl_line` with `SessionDetail`, which raises the one-line InputError, or, where it
+    accepts after all, gives the session.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    validate = _session_adapter().validate_python
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.isspace():
+                continue
+            try:
+                session = validate(orjson.loads(line))
+            except (orjson.JSONDecodeError, ValidationError):
+                session = None
+            if session is None or not _lengths_match(session):
+                session = _raw(parse_jsonl_line(line, SessionDetail, path, lineno))
+            yield session
+
+
+def _raw(session: SessionDetail) -> RawSession:
+    return cast(RawSession, session.model_dump())
+
+
+def _profile(session: RawSession) -> ProfileCore:
+    return ProfileCore.model_validate(session["profile"])
 
 
 @dataclass
@@ -118,13 +201,14 @@ def _directed(m: int) -> tuple[list[int], list[int]]:
     return pairs
 
 
-def _distinct_samples(turn: Turn, counters: Counters) -> tuple[list[int], list[str], int]:
+def _distinct_samples(turn: RawTurn, counters: Counters) -> tuple[list[int], list[str], int]:
     """Judged samples of a turn with repeated follow vectors dropped (first kept): masks, texts, judged count."""
     masks: list[int] = []
     texts: list[str] = []
     unjudged = 0
-    for sample in turn.samples:
-        follows = sample.follows
+    samples = turn.get("samples", ())
+    for sample in samples:
+        follows = sample["follows"]
         if follows is None:
             unjudged += 1
             continue
@@ -133,10 +217,10 @@ def _distinct_samples(turn: Turn, counters: Counters) -> tuple[list[int], list[s
             counters.duplicates += 1
             continue
         masks.append(m)
-        texts.append(sample.response)
-    counters.samples += len(turn.samples)
+        texts.append(sample["response"])
+    counters.samples += len(samples)
     counters.unjudged += unjudged
-    return masks, texts, len(turn.samples) - unjudged
+    return masks, texts, len(samples) - unjudged
 
 
 def _plan_turn(
@@ -204,10 +288,10 @@ def _record_turn_stats(counters: Counters, n: int, masks: list[int], judged: int
     counters.efficiency.add_turn(n, direct_flags(masks, (1 << n) - 1), (valid, dominated, perfect))
 
 
-def _prompt_constraints(session: SessionDetail, kept: int, flipped: int) -> list[str]:
+def _prompt_constraints(session: RawSession, kept: int, flipped: int) -> list[str]:
     """The constraint list of a pair's prompt: kept constraints in order, reversed where flipped."""
-    constraints = session.profile.constraints
-    reversed_constraints = session.reversed_constraints
+    constraints = session["profile"]["constraints"]
+    reversed_constraints = session["reversed_constraints"]
     return [
         reversed_constraints[k] if flipped >> k & 1 else c  # type: ignore[misc]
         for k, c in enumerate(constraints)
@@ -215,14 +299,17 @@ def _prompt_constraints(session: SessionDetail, kept: int, flipped: int) -> list
     ]
 
 
-def _reversible_mask(session: SessionDetail) -> int:
-    return sum(1 << k for k, rev in enumerate(session.reversed_constraints) if rev is not None)
+def _reversible_mask(session: RawSession) -> int:
+    return sum(1 << k for k, rev in enumerate(session["reversed_constraints"]) if rev is not None)
 
 
-def _history(turns: list[Turn], upto: int) -> list[Message]:
+def _history(turns: list[RawTurn], upto: int) -> list[Message]:
     out: list[Message] = []
     for turn in turns[:upto]:
-        out += [Message(role="human", value=turn.query), Message(role="gpt", value=turn.reference_response)]
+        out += [
+            Message(role="human", value=turn["query"]),
+            Message(role="gpt", value=turn["reference_response"]),
+        ]
     return out
 
 
@@ -238,25 +325,26 @@ def rpo_pairs(
     """RPO records of one session, turn by turn, pair by pair (i over j, then j over i)."""
     counters = counters if counters is not None else Counters()
     _check_mode(non_reversible)
+    raw = _raw(session)
     n = len(session.profile.constraints)
-    reversible = _reversible_mask(session)
+    reversible = _reversible_mask(raw)
     lang = detect_lang(session.profile)
     counters.sessions += 1
-    for t, turn in enumerate(session.turns):
+    for t, turn in enumerate(raw["turns"]):
         counters.turns += 1
         masks, texts, judged = _distinct_samples(turn, counters)
         plan = _plan_turn(masks, n, reversible, non_reversible, counters)
         _record_turn_stats(counters, n, masks, judged, plan)
-        history = _history(session.turns, t)
+        history = _history(raw["turns"], t)
         chosen, rejected, margins, kept, flipped = plan
         for c, r, margin in zip(chosen, rejected, margins):
-            constraints = _prompt_constraints(session, kept[c], flipped[c])
+            constraints = _prompt_constraints(raw, kept[c], flipped[c])
             system = render_system_prompt(session.profile, constraints, lang)
             yield PreferenceRecord(
                 conversations=[
                     Message(role="system", value=system),
                     *history,
-                    Message(role="human", value=turn.query),
+                    Message(role="human", value=turn["query"]),
                 ],
                 chosen=Message(role="gpt", value=texts[c]),
                 rejected=Message(role="gpt", value=texts[r]),
@@ -284,15 +372,16 @@ def dpo_pairs(session: SessionDetail, counters: Counters | None = None) -> Itera
     Samples repeating a follow vector are dropped first, as for RPO, so both use the same pool.
     """
     counters = counters if counters is not None else Counters(kind="dpo")
+    raw = _raw(session)
     system = Message(role="system", value=render_system_prompt(session.profile))
     counters.sessions += 1
-    for t, turn in enumerate(session.turns):
+    for t, turn in enumerate(raw["turns"]):
         counters.turns += 1
         masks, texts, _ = _distinct_samples(turn, counters)
-        history = _history(session.turns, t)
+        history = _history(raw["turns"], t)
         for c, r in _dpo_plan(masks, counters):
             yield PreferenceRecord(
-                conversations=[system, *history, Message(role="human", value=turn.query)],
+                conversations=[system, *history, Message(role="human", value=turn["query"])],
                 chosen=Message(role="gpt", value=texts[c]),
                 rejected=Message(role="gpt", value=texts[r]),
                 session_id=session.session_id,
@@ -316,22 +405,26 @@ def kto_records(session: SessionDetail, counters: Counters | None = None) -> Ite
     constraints it follows; the lowest-scoring one is undesirable under a prompt holding only those it fails.
     """
     counters = counters if counters is not None else Counters(kind="kto")
-    n = len(session.profile.constraints)
+    yield from _kto_records(_raw(session), session.profile, counters)
+
+
+def _kto_records(session: RawSession, profile: ProfileCore, counters: Counters) -> Iterator[dict[str, Any]]:
+    n = len(profile.constraints)
     full = (1 << n) - 1
-    lang = detect_lang(session.profile)
+    lang = detect_lang(profile)
     counters.sessions += 1
-    for t, turn in enumerate(session.turns):
+    for t, turn in enumerate(session["turns"]):
         counters.turns += 1
         masks, texts, _ = _distinct_samples(turn, counters)
         chosen = _kto_plan(masks)
         if chosen is None:
             continue
-        history = [m.model_dump(by_alias=True) for m in _history(session.turns, t)]
+        history = [m.model_dump(by_alias=True) for m in _history(session["turns"], t)]
         for index, tag, kept in (
             (chosen[0], True, masks[chosen[0]]),
             (chosen[1], False, full & ~masks[chosen[1]]),
         ):
-            system = render_system_prompt(session.profile, _prompt_constraints(session, kept, 0), lang)
+            system = render_system_prompt(profile, _prompt_constraints(session, kept, 0), lang)
             counters.pairs += 1
             if tag:
                 counters.kto_desirable += 1
@@ -341,11 +434,11 @@ def kto_records(session: SessionDetail, counters: Counters | None = None) -> Ite
                 "conversations": [
                     {"from": "system", "value": system},
                     *history,
-                    {"from": "human", "value": turn.query},
+                    {"from": "human", "value": turn["query"]},
                     {"from": "gpt", "value": texts[index]},
                 ],
                 "kto_tag": tag,
-                "session_id": session.session_id,
+                "session_id": session["session_id"],
                 "turn": t + 1,
             }
 
@@ -423,20 +516,21 @@ class _SessionEncoder:
     differently: such prompts are rendered directly.
     """
 
-    def __init__(self, session: SessionDetail):
+    def __init__(self, session: RawSession, profile: ProfileCore):
         self.session = session
-        profile = session.profile
+        self.profile = profile
         self.lang = detect_lang(profile)
-        self.tail = b', "session_id": ' + _quoted(session.session_id) + b', "turn": '
-        self._n = len(profile.constraints)
-        self._full = (1 << self._n) - 1
+        self.tail = b', "session_id": ' + _quoted(session["session_id"]) + b', "turn": '
+        self.n = len(profile.constraints)
+        self._full = (1 << self.n) - 1
         self._choices: list[tuple[bytes, bytes]] | None = (
             None  # per constraint: its piece as stated, reversed
         )
         self._skeletons: dict[int, list[bytes] | None] = {}
         self._original = [_escaped(c) for c in profile.constraints]
-        self._reversed = [b"" if c is None else _escaped(c) for c in session.reversed_constraints]
-        texts = [*profile.constraints, *(c for c in session.reversed_constraints if c is not None)]
+        reversed_constraints = session["reversed_constraints"]
+        self._reversed = [b"" if c is None else _escaped(c) for c in reversed_constraints]
+        texts = [*profile.constraints, *(c for c in reversed_constraints if c is not None)]
         self._direct_only = any(not text or text.strip() != text for text in texts)
         self._values = {"n": profile.name, "d": profile.description}
         self._values.update((f"s{i}", skill) for i, skill in enumerate(profile.skills))
@@ -445,7 +539,7 @@ class _SessionEncoder:
         """The prompt's JSON message around its `count` constraints: count + 1 pieces, or None (render)."""
         if count in self._skeletons:
             return self._skeletons[count]
-        profile = self.session.profile
+        profile = self.profile
         key = (
             self.lang,
             bool(profile.name),
@@ -476,7 +570,7 @@ class _SessionEncoder:
                 parts.append(_escaped("".join(pieces)))
                 parts[0] = b'{"from": "system", "value": "' + parts[0]
                 parts[-1] += b'"}'
-                if count == self._n:
+                if count == self.n:
                     self._opening = parts[0]
         self._skeletons[count] = parts
         return parts
@@ -486,7 +580,7 @@ class _SessionEncoder:
         reversed where flipped."""
         if kept == self._full:
             if self._choices is None:
-                parts = self._skeleton(self._n)
+                parts = self._skeleton(self.n)
                 self._choices = (
                     []
                     if parts is None
@@ -497,7 +591,7 @@ class _SessionEncoder:
                 )
             if self._choices:
                 pieces = [before, self._opening]
-                pieces += map(getitem, self._choices, _bits(flipped, self._n))
+                pieces += map(getitem, self._choices, _bits(flipped, self.n))
                 return pieces
         parts = self._skeleton(kept.bit_count())
         if parts is None:
@@ -516,15 +610,15 @@ class _SessionEncoder:
 
     def _direct(self, kept: int, flipped: int) -> str:
         constraints = _prompt_constraints(self.session, kept, flipped)
-        return render_system_prompt(self.session.profile, constraints, self.lang)
+        return render_system_prompt(self.profile, constraints, self.lang)
 
-    def turns(self) -> Iterator[tuple[int, Turn, bytes]]:
+    def turns(self) -> Iterator[tuple[int, RawTurn, bytes]]:
         """(1-based turn number, turn, encoded history + query) for each turn."""
         history = b""
-        for t, turn in enumerate(self.session.turns):
-            query = _message("human", turn.query)
+        for t, turn in enumerate(self.session["turns"]):
+            query = _message("human", turn["query"])
             yield t + 1, turn, history + query
-            history += query + b", " + _message("gpt", turn.reference_response) + b", "
+            history += query + b", " + _message("gpt", turn["reference_response"]) + b", "
 
 
 _BIT_TABLE: list[tuple[int, ...]] = []
@@ -559,11 +653,11 @@ def _margin_pieces(top: int) -> list[bytes]:
     return [b'}, "margin": ' + _number(m) for m in range(top + 1)]
 
 
-def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters: Counters) -> Encoded:
+def _encode_rpo(session: RawSession, non_reversible: NonReversible, counters: Counters) -> Encoded:
     """A session's RPO records: each record is three pieces, the part up to the rejected answer
     (one per chosen sample), the rejected answer and the margin with the closing fields."""
-    enc = _SessionEncoder(session)
-    n = len(session.profile.constraints)
+    enc = _SessionEncoder(session, _profile(session))
+    n = enc.n
     reversible = _reversible_mask(session)
     pieces: list[bytes] = []
     counters.sessions += 1
@@ -594,9 +688,9 @@ def _encode_rpo(session: SessionDetail, non_reversible: NonReversible, counters:
     return b"".join(pieces), len(pieces) // 3
 
 
-def _encode_dpo(session: SessionDetail, counters: Counters) -> Encoded:
-    enc = _SessionEncoder(session)
-    n = len(session.profile.constraints)
+def _encode_dpo(session: RawSession, counters: Counters) -> Encoded:
+    enc = _SessionEncoder(session, _profile(session))
+    n = enc.n
     full = (1 << n) - 1
     out: list[bytes] = []
     counters.sessions += 1
@@ -613,8 +707,9 @@ def _encode_dpo(session: SessionDetail, counters: Counters) -> Encoded:
     return b",\n".join(out), len(out)
 
 
-def _encode_kto(session: SessionDetail, counters: Counters) -> Encoded:
-    out = [json.dumps(record, ensure_ascii=False).encode() for record in kto_records(session, counters)]
+def _encode_kto(session: RawSession, counters: Counters) -> Encoded:
+    records = _kto_records(session, _profile(session), counters)
+    out = [json.dumps(record, ensure_ascii=False).encode() for record in records]
     return b",\n".join(out), len(out)
 
 
@@ -623,13 +718,13 @@ def _build(
     output_dir: str | Path,
     dataset_name: str,
     counters: Counters,
-    encode: Callable[[SessionDetail], Encoded],
+    encode: Callable[[RawSession], Encoded],
     entry: dict[str, Any],
 ) -> Counters:
     """Stream a detail file through `encode` into `{output_dir}/{dataset_name}.json`, then register it."""
     output = Path(output_dir) / f"{dataset_name}.json"
     with JsonArrayWriter(output) as writer:
-        for session in read_jsonl(detail_path, SessionDetail):
+        for session in _read_sessions(detail_path):
             writer.write_encoded(*encode(session))
     update_dataset_info(output_dir, dataset_name, {"file_name": output.name, **entry})
     counters.output = str(output)
@@ -696,11 +791,11 @@ def detail_stats(detail_path: str | Path, non_reversible: str = "drop") -> Count
     """Counts, margins and Table 4 rates of a detail file, without writing a dataset."""
     mode = _check_mode(non_reversible)
     counters = Counters(kind="rpo")
-    for session in read_jsonl(detail_path, SessionDetail):
-        n = len(session.profile.constraints)
+    for session in _read_sessions(detail_path):
+        n = len(session["profile"]["constraints"])
         reversible = _reversible_mask(session)
         counters.sessions += 1
-        for turn in session.turns:
+        for turn in session["turns"]:
             counters.turns += 1
             masks, _, judged = _distinct_samples(turn, counters)
             _record_turn_stats(counters, n, masks, judged, _plan_turn(masks, n, reversible, mode, counters))
