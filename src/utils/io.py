@@ -176,6 +176,7 @@ class JsonArrayWriter:
     def __enter__(self) -> JsonArrayWriter:
         self._fh = self._ctx.__enter__()
         self._fh.write("[")
+        self._fh.flush()  # from here on, records go straight to the file descriptor
         return self
 
     def write(self, record: BaseModel | dict[str, Any]) -> None:
@@ -189,9 +190,7 @@ class JsonArrayWriter:
         if count == 0:
             return
         assert self._fh is not None
-        self._fh.write("\n" if self.count == 0 else ",\n")
-        self._fh.flush()
-        self._fh.buffer.write(data)
+        _write_all(self._fh.fileno(), b"\n" if self.count == 0 else b",\n", data)
         self.count += count
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -199,6 +198,15 @@ class JsonArrayWriter:
             assert self._fh is not None
             self._fh.write("\n]\n" if self.count else "]\n")
         self._ctx.__exit__(exc_type, exc, tb)
+
+
+def _write_all(fd: int, *pieces: bytes) -> None:
+    """Write the pieces in order with one system call (more only after a short write)."""
+    written = os.writev(fd, pieces) if hasattr(os, "writev") else 0
+    if written < sum(map(len, pieces)):
+        rest = memoryview(b"".join(pieces))[written:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
 
 
 def write_json(path: str | Path, obj: Any) -> None:

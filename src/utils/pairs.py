@@ -233,7 +233,7 @@ def _plan_turn(
     constraints on which the two responses differ, i.e. those the rejected fails as stated.
     """
     full = (1 << n) - 1
-    lost = [full & ~m & ~reversible for m in masks]
+    lost = [] if reversible & full == full else [full & ~m & ~reversible for m in masks]
     firsts, seconds = _directed(len(masks))
     if not any(lost):  # every failed constraint reverses: full prompts, margin = differences (>= 1)
         margins = [(masks[c] ^ masks[r]).bit_count() for c, r in zip(firsts, seconds)]
@@ -463,18 +463,34 @@ def _escaped(text: str) -> bytes:
 
 _MARK = "\x00"
 _LayoutKey = tuple[str, bool, bool, tuple[bool, ...], int]
-_LAYOUTS: dict[_LayoutKey, list[str] | None] = {}
 
 
-def _layout(key: _LayoutKey) -> list[str] | None:
-    """The system prompt template rendered with placeholders instead of values, split at them.
+@dataclass(frozen=True)
+class _Layout:
+    """The system prompt template for one shape of profile, split around its constraints.
 
-    `key` is (lang, name given, description given, each skill given, number of constraints): all a
-    template decides its layout on. Even items are literal text, odd items name the value that goes
-    there: "n" (name), "d" (description), "s<i>" (skill i), "c<i>" (constraint i). Empty values are
-    rendered empty, as they are. The layout is checked once against a real rendering with stand-in
-    values; a template that does not put its values in verbatim, or puts constraints anywhere but
-    once each in order, gets None (its prompts are rendered one by one).
+    `groups` are the count + 1 stretches of prompt before, between and after the constraints, as
+    `str.format` strings whose fields ({n}, {d}, {s<i>}) are the profile's name, description and
+    skills; `fixed` holds the JSON-escaped text of those without fields (the same for every profile).
+    `lead` / `trail` name the profile field that opens / closes the prompt with nothing around it.
+    """
+
+    groups: list[str]
+    fixed: list[bytes | None]
+    lead: str | None
+    trail: str | None
+
+
+_LAYOUTS: dict[_LayoutKey, _Layout | None] = {}
+
+
+def _layout(key: _LayoutKey) -> _Layout | None:
+    """The layout of `key` = (lang, name given, description given, each skill given, constraint count).
+
+    That is all a template decides its layout on: it is rendered once with placeholders for the values
+    (empty values rendered empty, as they are) and split at them, then checked against a rendering
+    with stand-in values. A template that does not put its values in verbatim, or puts constraints
+    anywhere but once each in order, gets None: its prompts are rendered one by one.
     """
     if key in _LAYOUTS:
         return _LAYOUTS[key]
@@ -491,25 +507,41 @@ def _layout(key: _LayoutKey) -> list[str] | None:
 
     parts = render(lambda tag: f"{_MARK}{tag}{_MARK}").split(_MARK)
     tags = parts[1::2]
-    expected = {"n", "d", *(f"s{i}" for i in range(len(skills))), *(f"c{i}" for i in range(count))}
-    layout: list[str] | None = parts
+    fields = {"n", "d", *(f"s{i}" for i in range(len(skills)))}
+    layout = None
     if (
-        len(parts) % 2 == 0
-        or not set(tags) <= expected
-        or [tag for tag in tags if tag.startswith("c")] != [f"c{i}" for i in range(count)]
-        or render(lambda tag: f"<{tag}>")
-        != "".join(p if i % 2 == 0 else f"<{p}>" for i, p in enumerate(parts))
+        len(parts) % 2 == 1
+        and set(tags) <= fields | {f"c{i}" for i in range(count)}
+        and [tag for tag in tags if tag not in fields] == [f"c{i}" for i in range(count)]
+        and render(lambda tag: f"<{tag}>")
+        == "".join(p if i % 2 == 0 else f"<{p}>" for i, p in enumerate(parts))
     ):
-        layout = None
+        groups = [parts[0].replace("{", "{{").replace("}", "}}")]
+        for tag, literal in zip(tags, parts[2::2]):
+            literal = literal.replace("{", "{{").replace("}", "}}")
+            if tag in fields:
+                groups[-1] += "{" + tag + "}" + literal
+            else:
+                groups.append(literal)
+        layout = _Layout(
+            groups=groups,
+            fixed=[None if "{" in g.replace("{{", "") else _escaped(g.format()) for g in groups],
+            lead=tags[0] if tags and not parts[0] and tags[0] in fields else None,
+            trail=tags[-1] if tags and not parts[-1] and tags[-1] in fields else None,
+        )
     _LAYOUTS[key] = layout
     return layout
+
+
+_SYSTEM_OPEN = b'{"from": "system", "value": "'
+_SYSTEM_CLOSE = b'"}'
 
 
 class _SessionEncoder:
     """JSON pieces of one session, each encoded once: system prompts by constraint list, turns, samples.
 
     A system prompt is assembled from the template's layout for its number of constraints (`_layout`,
-    shared by every session of the same shape) with this session's profile and constraint texts put in.
+    shared by every profile of the same shape) with this session's profile and constraint texts put in.
     JSON-escaping is per character, so escaping each piece once and concatenating gives the same bytes
     as rendering and encoding each prompt directly. The rendered prompt is stripped, so a value at the
     very start or end of the prompt with whitespace at that edge (or an empty constraint) would be cut
@@ -519,21 +551,24 @@ class _SessionEncoder:
     def __init__(self, session: RawSession, profile: ProfileCore):
         self.session = session
         self.profile = profile
-        self.lang = detect_lang(profile)
-        self.tail = b', "session_id": ' + _quoted(session["session_id"]) + b', "turn": '
-        self.n = len(profile.constraints)
-        self._full = (1 << self.n) - 1
-        self._choices: list[tuple[bytes, bytes]] | None = (
-            None  # per constraint: its piece as stated, reversed
+        # the language is told by CJK characters: a profile all in ASCII has none (no regex needed)
+        ascii_only = all(
+            t.isascii() for t in (profile.name, profile.description, *profile.skills, *profile.constraints)
         )
-        self._skeletons: dict[int, list[bytes] | None] = {}
-        self._original = [_escaped(c) for c in profile.constraints]
+        self.lang = "en" if ascii_only else detect_lang(profile)
+        self.tail = b', "session_id": ' + _quoted(session["session_id"]) + b', "turn": '
+        constraints = profile.constraints
         reversed_constraints = session["reversed_constraints"]
+        self.n = len(constraints)
+        self.full = (1 << self.n) - 1
+        self._original = [_escaped(c) for c in constraints]
         self._reversed = [b"" if c is None else _escaped(c) for c in reversed_constraints]
-        texts = [*profile.constraints, *(c for c in reversed_constraints if c is not None)]
-        self._direct_only = any(not text or text.strip() != text for text in texts)
-        self._values = {"n": profile.name, "d": profile.description}
-        self._values.update((f"s{i}", skill) for i, skill in enumerate(profile.skills))
+        texts = [*constraints, *(c for c in reversed_constraints if c is not None)]
+        self._direct_only = any(not text or text[0].isspace() or text[-1].isspace() for text in texts)
+        self._skeletons: dict[int, list[bytes] | None] = {}
+        self._groups: dict[str, bytes] = {}
+        self._choices: list[tuple[bytes, bytes]] | None = None
+        self.opening = b""
 
     def _skeleton(self, count: int) -> list[bytes] | None:
         """The prompt's JSON message around its `count` constraints: count + 1 pieces, or None (render)."""
@@ -548,51 +583,54 @@ class _SessionEncoder:
             count,
         )
         layout = None if self._direct_only else _layout(key)
-        parts: list[bytes] | None = None
-        if layout is not None:
-            values = self._values
-            edge_ok = True  # a profile value opening or closing the prompt must not start/end with whitespace
-            if not layout[0] and len(layout) > 1 and not layout[1].startswith("c"):
-                edge_ok = not values[layout[1]][0].isspace()
-            if not layout[-1] and len(layout) > 1 and not layout[-2].startswith("c"):
-                edge_ok = edge_ok and not values[layout[-2]][-1].isspace()
-            if edge_ok:
-                pieces: list[str] = [layout[0]]
-                parts = []
-                for i in range(1, len(layout), 2):
-                    tag = layout[i]
-                    if tag.startswith("c"):
-                        parts.append(_escaped("".join(pieces)))
-                        pieces = []
-                    else:
-                        pieces.append(values[tag])
-                    pieces.append(layout[i + 1])
-                parts.append(_escaped("".join(pieces)))
-                parts[0] = b'{"from": "system", "value": "' + parts[0]
-                parts[-1] += b'"}'
-                if count == self.n:
-                    self._opening = parts[0]
+        parts = None
+        if layout is not None and self._edges_fit(layout):
+            parts = [self._group(g) if f is None else f for g, f in zip(layout.groups, layout.fixed)]
+            parts[0] = _SYSTEM_OPEN + parts[0]
+            parts[-1] += _SYSTEM_CLOSE
         self._skeletons[count] = parts
         return parts
+
+    def _values(self) -> dict[str, str]:
+        profile = self.profile
+        values = {"n": profile.name, "d": profile.description}
+        values.update((f"s{i}", skill) for i, skill in enumerate(profile.skills))
+        return values
+
+    def _edges_fit(self, layout: _Layout) -> bool:
+        """No profile value that opens or closes the prompt has whitespace at that edge."""
+        values = self._values() if layout.lead or layout.trail else {}
+        return not (layout.lead and values[layout.lead][0].isspace()) and not (
+            layout.trail and values[layout.trail][-1].isspace()
+        )
+
+    def _group(self, group: str) -> bytes:
+        data = self._groups.get(group)
+        if data is None:
+            data = self._groups[group] = _escaped(group.format_map(self._values()))
+        return data
+
+    def choices(self) -> list[tuple[bytes, bytes]]:
+        """Per constraint, for prompts keeping all of them: (its text, its reversal) with what follows
+        it in the prompt; the opening before the first is `opening`. Empty where prompts are rendered."""
+        if self._choices is None:
+            parts = self._skeleton(self.n)
+            self._choices = []
+            if parts is not None and self.n:
+                self.opening = parts[0]
+                self._choices = [
+                    (text + part, rev + part)
+                    for text, rev, part in zip(self._original, self._reversed, parts[1:])
+                ]
+        return self._choices
 
     def system_pieces(self, kept: int, flipped: int, before: bytes = b"") -> list[bytes]:
         """The system message of a prompt as pieces to join (after `before`): the kept constraints,
         reversed where flipped."""
-        if kept == self._full:
-            if self._choices is None:
-                parts = self._skeleton(self.n)
-                self._choices = (
-                    []
-                    if parts is None
-                    else [
-                        (text + part, rev + part)
-                        for text, rev, part in zip(self._original, self._reversed, parts[1:])
-                    ]
-                )
-            if self._choices:
-                pieces = [before, self._opening]
-                pieces += map(getitem, self._choices, _bits(flipped, self.n))
-                return pieces
+        if kept == self.full and self.choices():
+            pieces = [before, self.opening]
+            pieces += map(getitem, self._choices, _bits(flipped, self.n))  # type: ignore[arg-type]
+            return pieces
         parts = self._skeleton(kept.bit_count())
         if parts is None:
             return [before, _message("system", self._direct(kept, flipped))]
@@ -653,11 +691,15 @@ def _margin_pieces(top: int) -> list[bytes]:
     return [b'}, "margin": ' + _number(m) for m in range(top + 1)]
 
 
+_RPO_OPEN = b',\n{"conversations": ['
+_RPO_REJECTED = b'}, "rejected": {"from": "gpt", "value": '
+
+
 def _encode_rpo(session: RawSession, non_reversible: NonReversible, counters: Counters) -> Encoded:
     """A session's RPO records: each record is three pieces, the part up to the rejected answer
     (one per chosen sample), the rejected answer and the margin with the closing fields."""
     enc = _SessionEncoder(session, _profile(session))
-    n = enc.n
+    n, full, choices = enc.n, enc.full, enc.choices()
     reversible = _reversible_mask(session)
     pieces: list[bytes] = []
     counters.sessions += 1
@@ -673,8 +715,12 @@ def _encode_rpo(session: RawSession, non_reversible: NonReversible, counters: Co
         middle = b", " + dialogue + b'], "chosen": {"from": "gpt", "value": '
         heads = []
         for c, answer in enumerate(answers):
-            head = enc.system_pieces(kept[c], flipped[c], b',\n{"conversations": [')
-            head += (middle, answer, b'}, "rejected": {"from": "gpt", "value": ')
+            if kept[c] == full and choices:  # the common prompt: every constraint, some reversed
+                head = [_RPO_OPEN, enc.opening]
+                head += map(getitem, choices, _bits(flipped[c], n))
+            else:
+                head = enc.system_pieces(kept[c], flipped[c], _RPO_OPEN)
+            head += (middle, answer, _RPO_REJECTED)
             heads.append(b"".join(head))
         tail = enc.tail + _number(t) + b"}"
         closing = [piece + tail for piece in _margin_pieces(max(margins))]
