@@ -208,6 +208,16 @@ def test_api_key_is_sent_but_never_stored(server, tmp_path, monkeypatch, capsys)
     assert secret not in captured.out + captured.err
 
 
+def test_requests_carry_the_sdk_headers(server, monkeypatch):
+    monkeypatch.setenv("RPO_TEST_KEY", "sk-test")
+    chat(make_config(server.base_url))
+    headers = server.requests[-1].headers
+    assert headers["authorization"] == "Bearer sk-test"
+    assert headers["user-agent"].startswith("AsyncOpenAI/Python")
+    assert headers["content-type"] == "application/json" and headers["x-stainless-lang"] == "python"
+    assert server.requests[-1].path == "/v1/chat/completions"
+
+
 def test_missing_key_for_remote_endpoint_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("RPO_TEST_KEY", raising=False)
     config = make_config("https://api.example.invalid/v1")

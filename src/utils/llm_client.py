@@ -13,9 +13,13 @@ Why each part is here:
   torn by a crash is only a miss (a damaged entry is asked again);
 - servers that return fewer than `n` choices (no `n` support) are topped up with more requests;
 - token counts and cost are tallied per role for the usage table every stage prints;
-- requests go out through the SDK's low-level `post` on its aiohttp transport with a prebuilt JSON
-  body: the typed `chat.completions.create` path and the httpx pool cost several times more CPU per
-  request, which is what limits throughput at high concurrency (see benchmarks/llm_throughput.py).
+- requests go out through the SDK's HTTP client (`openai.DefaultAioHttpClient`, its aiohttp
+  transport) with the SDK client's headers (auth, user agent, platform) and a prebuilt JSON body,
+  and failures come back as the SDK's exception types. The SDK's own request path (`create`, or even
+  its low-level `post`: options models, header merging and URL joins on every call, hooks for auth
+  providers this client does not use) plus httpx2's `build_request` took half of the client's CPU
+  per request (main thread, 64 in flight: ~0.7 ms with `post`, ~0.35 ms now); that CPU, queued in
+  one event loop, is what keeps the sustained rate below the ideal (benchmarks/llm_throughput.py).
 
 API keys are read from the environment when a role's first request is made and go only into the
 request's Authorization header: never into cache files, outputs, logs or error messages.
@@ -31,9 +35,10 @@ import json
 import math
 import os
 import random
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlparse
@@ -142,6 +147,49 @@ def _parse_completion(response: httpx2.Response, base_url: str) -> tuple[list[st
         raise _MalformedResponse(f"malformed response from {base_url}: bad choice or usage ({err!r})") from None
 
 
+@dataclass
+class _Endpoint:
+    """One OpenAI-compatible server as seen through the SDK: its client, HTTP client and headers."""
+
+    sdk: openai.AsyncOpenAI  # owns the connection pool
+    http: httpx2.AsyncClient  # the SDK's aiohttp-backed HTTP client
+    url: httpx2.URL  # .../chat/completions
+    headers: httpx2.Headers  # the HTTP client's, then the SDK client's default and auth headers
+    timeouts: dict[float, dict[str, float | None]] = field(default_factory=dict)
+
+    async def post(self, payload: bytes, timeout_s: float) -> httpx2.Response:
+        """POST a chat completion body; errors are raised as the SDK raises them."""
+        # What `http.build_request` would build, from the URL and headers merged once (no cookies:
+        # OpenAI-compatible APIs use none).
+        timeout = self.timeouts.get(timeout_s)
+        if timeout is None:
+            timeout = self.timeouts[timeout_s] = httpx2.Timeout(timeout_s).as_dict()
+        request = httpx2.Request("POST", self.url, content=payload, headers=self.headers,
+                                 extensions={"timeout": timeout})
+        try:
+            response = await self.http.send(request)
+        except httpx2.TimeoutException as err:
+            raise openai.APITimeoutError(request=request) from err
+        except (httpx2.RequestError, ssl.SSLError) as err:
+            raise openai.APIConnectionError(request=request) from err
+        if response.status_code >= 400:
+            raise _status_error(response)
+        return response
+
+
+def _status_error(response: httpx2.Response) -> openai.APIStatusError:
+    """The SDK's error for a 4xx/5xx answer, with the server's message when it sent one."""
+    message = f"Error code: {response.status_code}"
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text or None
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        message += f" - {error['message']}"
+    return openai.APIStatusError(message, response=response, body=body)
+
+
 class _CacheWriter:
     """Writes cache entries from one background thread; holds them in memory until they are on disk.
 
@@ -152,19 +200,19 @@ class _CacheWriter:
     """
 
     def __init__(self) -> None:
-        self._waiting: dict[Path, dict[str, Any]] = {}  # entries not yet on disk, oldest first
+        self._waiting: dict[str, dict[str, Any]] = {}  # path -> entry not yet on disk, oldest first
         self._lock = threading.Lock()
         self._busy = False
         self._error: BaseException | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._dirs: set[Path] = set()  # directories known to exist
+        self._dirs: set[str] = set()  # directories known to exist
         self._names = itertools.count()
 
-    def get(self, path: Path) -> dict[str, Any] | None:
+    def get(self, path: str) -> dict[str, Any] | None:
         with self._lock:
             return self._waiting.get(path)
 
-    def put(self, path: Path, entry: dict[str, Any]) -> None:
+    def put(self, path: str, entry: dict[str, Any]) -> None:
         if self._error is not None:
             raise self._error
         with self._lock:
@@ -201,14 +249,15 @@ class _CacheWriter:
                     if self._waiting.get(path) is entry:
                         del self._waiting[path]
 
-    def _write(self, path: Path, entry: dict[str, Any]) -> None:
+    def _write(self, path: str, entry: dict[str, Any]) -> None:
         data = json.dumps(entry, ensure_ascii=False).encode("utf-8")
-        if path.parent not in self._dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(path.parent)
+        directory, name = os.path.split(path)
+        if directory not in self._dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._dirs.add(directory)
         # A name unique to this process and write, renamed over `path`: readers (a concurrent
         # shard, a rerun) see the old entry, the new one, or none, never part of one.
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{next(self._names)}.tmp"
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(self._names)}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -217,7 +266,7 @@ class _CacheWriter:
                 os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            Path(tmp).unlink(missing_ok=True)
             raise
 
 
@@ -227,10 +276,10 @@ class LLMClient:
     def __init__(self, config: PipelineConfig):
         self.config = config
         self._semaphore = asyncio.Semaphore(config.concurrency)
-        self._clients: dict[tuple[str, str | None], openai.AsyncOpenAI] = {}
+        self._endpoints: dict[tuple[str, str | None], _Endpoint] = {}
         self._usage: dict[str, _RoleUsage] = {}
         self._n_cap: dict[tuple[str, str], int] = {}
-        self._cache_dir = Path(config.cache_dir) if config.cache_dir else None
+        self._cache_dir = os.fspath(config.cache_dir) if config.cache_dir else None
         self._cache_writer = _CacheWriter()
         self._role_settings: dict[str, dict[str, Any]] = {}  # settings of calls without overrides
 
@@ -283,10 +332,10 @@ class LLMClient:
 
     async def aclose(self) -> None:
         """Close every HTTP connection pool and wait until every cache entry is written."""
-        clients, self._clients = list(self._clients.values()), {}
+        endpoints, self._endpoints = list(self._endpoints.values()), {}
         try:
-            for client in clients:
-                await client.close()
+            for endpoint in endpoints:
+                await endpoint.sdk.close()
         finally:
             self._cache_writer.close()
 
@@ -318,9 +367,9 @@ class LLMClient:
             "body": body,
         }
 
-    def _client(self, base_url: str, api_key_env: str | None) -> openai.AsyncOpenAI:
-        client = self._clients.get((base_url, api_key_env))
-        if client is None:
+    def _endpoint(self, base_url: str, api_key_env: str | None) -> _Endpoint:
+        endpoint = self._endpoints.get((base_url, api_key_env))
+        if endpoint is None:
             api_key = os.environ.get(api_key_env) if api_key_env else None
             if not api_key:
                 if api_key_env and not is_loopback(base_url):
@@ -331,14 +380,13 @@ class LLMClient:
             limits = httpx2.Limits(
                 max_connections=self.config.concurrency, max_keepalive_connections=self.config.concurrency
             )
-            client = openai.AsyncOpenAI(
-                api_key=api_key,
-                base_url=base_url,
-                max_retries=0,
-                http_client=openai.DefaultAioHttpClient(limits=limits),
-            )
-            self._clients[(base_url, api_key_env)] = client
-        return client
+            http = openai.DefaultAioHttpClient(limits=limits)
+            sdk = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http)
+            headers = httpx2.Headers(http.headers)
+            headers.update({k: v for k, v in {**sdk.default_headers, **sdk.auth_headers}.items() if isinstance(v, str)})
+            url = httpx2.URL(f"{str(sdk.base_url).rstrip('/')}/chat/completions")
+            endpoint = self._endpoints[(base_url, api_key_env)] = _Endpoint(sdk, http, url, headers)
+        return endpoint
 
     # -- calls -----------------------------------------------------------------------------------
 
@@ -370,16 +418,14 @@ class LLMClient:
         self, role: str, settings: dict[str, Any], messages: list[dict], n: int
     ) -> tuple[list[str], int, int]:
         """One HTTP request (retried), returning its choice texts and token counts."""
-        client = self._client(settings["base_url"], settings["api_key_env"])
+        endpoint = self._endpoint(settings["base_url"], settings["api_key_env"])
         usage = self._usage[role]
         payload = json.dumps({**settings["body"], "messages": messages, "n": n}, ensure_ascii=False).encode()
-        options = {"timeout": settings["timeout_s"]}  # the SDK's default headers say JSON already
         attempt = 1
         while True:
             try:
                 async with self._semaphore:
-                    response = await client.post("/chat/completions", content=payload, cast_to=httpx2.Response,
-                                                 options=options)
+                    response = await endpoint.post(payload, settings["timeout_s"])
                 texts, p_tok, c_tok = _parse_completion(response, settings["base_url"])
                 break
             except (openai.OpenAIError, _MalformedResponse) as err:
@@ -413,8 +459,8 @@ class LLMClient:
                           ensure_ascii=False, default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
-    def _cache_path(self, key: str) -> Path | None:
-        return self._cache_dir / key[:2] / f"{key}.json" if self._cache_dir else None
+    def _cache_path(self, key: str) -> str | None:
+        return os.path.join(self._cache_dir, key[:2], f"{key}.json") if self._cache_dir else None
 
     def _cache_read(self, key: str) -> dict[str, Any] | None:
         path = self._cache_path(key)
@@ -424,7 +470,8 @@ class LLMClient:
         if entry is not None:
             return entry
         try:
-            entry = json.loads(path.read_bytes())
+            with open(path, "rb") as fh:
+                entry = json.loads(fh.read())
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except (json.JSONDecodeError, UnicodeDecodeError):
