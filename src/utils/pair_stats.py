@@ -22,6 +22,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,8 @@ def bucket(n_constraints: int) -> str:
 
 def direct_flags(masks: Sequence[int], full: int) -> tuple[bool, bool, bool]:
     """(valid, dominated, perfect) for pairing a turn's distinct follow masks as they were sampled."""
-    counts = {m.bit_count() for m in masks}
-    valid = len(counts) > 1
-    dominated = valid and any(a != b and a & b == b for a in masks for b in masks)
+    valid = len({m.bit_count() for m in masks}) > 1
+    dominated = valid and any((a & b) in (a, b) and a != b for a, b in combinations(masks, 2))
     perfect = len(masks) > 1 and full in masks
     return valid, dominated, perfect
 

@@ -30,7 +30,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import combinations, compress
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from operator import getitem
 from pathlib import Path
@@ -223,6 +223,14 @@ def _distinct_samples(turn: RawTurn, counters: Counters) -> tuple[list[int], lis
     return masks, texts, len(samples) - unjudged
 
 
+def _both_ways(forward: list[int], backward: list[int] | None = None) -> list[int]:
+    """Per unordered pair (i < j), the value for i over j then for j over i (the order of `_directed`)."""
+    out = forward * 2
+    out[::2] = forward
+    out[1::2] = forward if backward is None else backward
+    return out
+
+
 def _plan_turn(
     masks: list[int], n: int, reversible: int, non_reversible: NonReversible, counters: Counters
 ) -> TurnPlan:
@@ -236,14 +244,18 @@ def _plan_turn(
     lost = [] if reversible & full == full else [full & ~m & ~reversible for m in masks]
     firsts, seconds = _directed(len(masks))
     if not any(lost):  # every failed constraint reverses: full prompts, margin = differences (>= 1)
-        margins = [(masks[c] ^ masks[r]).bit_count() for c, r in zip(firsts, seconds)]
+        margins = _both_ways([(a ^ b).bit_count() for a, b in combinations(masks, 2)])
         counters.pairs += len(margins)
         counters.margin_hist.update(margins)
         return firsts, seconds, margins, [full] * len(masks), [full & ~m for m in masks]
     kept = [full & ~x for x in lost]
     flipped = [full & ~m & k for m, k in zip(masks, kept)]
     if non_reversible == "drop":
-        margins = [((masks[c] ^ masks[r]) & kept[c]).bit_count() for c, r in zip(firsts, seconds)]
+        pairs = list(combinations(zip(masks, kept), 2))
+        margins = _both_ways(
+            [((a ^ b) & ka).bit_count() for (a, ka), (b, _) in pairs],
+            [((a ^ b) & kb).bit_count() for (a, _), (b, kb) in pairs],
+        )
         if 0 not in margins:  # every pair emitted; each sample is chosen in len(masks) - 1 of them
             counters.dropped_constraints += (len(masks) - 1) * sum(x.bit_count() for x in lost)
             counters.pairs += len(margins)
@@ -461,6 +473,20 @@ def _escaped(text: str) -> bytes:
     return _quoted(text)[1:-1]
 
 
+_SEP = "\x7f"  # DEL: JSON escaping leaves it as it is
+
+
+def _escaped_all(texts: list[str]) -> list[bytes]:
+    """`_escaped` of each text, escaping them all in one call (joined by a character none holds)."""
+    joined = _SEP.join(texts)
+    if texts and joined.count(_SEP) == len(texts) - 1:
+        try:
+            return orjson.dumps(joined)[1:-1].split(_SEP.encode())
+        except TypeError:
+            pass
+    return [_escaped(text) for text in texts]
+
+
 _MARK = "\x00"
 _LayoutKey = tuple[str, bool, bool, tuple[bool, ...], int]
 
@@ -469,14 +495,15 @@ _LayoutKey = tuple[str, bool, bool, tuple[bool, ...], int]
 class _Layout:
     """The system prompt template for one shape of profile, split around its constraints.
 
-    `groups` are the count + 1 stretches of prompt before, between and after the constraints, as
-    `str.format` strings whose fields ({n}, {d}, {s<i>}) are the profile's name, description and
-    skills; `fixed` holds the JSON-escaped text of those without fields (the same for every profile).
-    `lead` / `trail` name the profile field that opens / closes the prompt with nothing around it.
+    The prompt has count + 1 stretches before, between and after the constraints: `parts` holds the
+    JSON-escaped text of those without profile values (the same for every profile, None for the
+    others) and `dynamic` the others as (index, `str.format` string whose fields {n}, {d}, {s<i>}
+    are the profile's name, description and skills). `lead` / `trail` name the profile field that
+    opens / closes the prompt with nothing around it.
     """
 
-    groups: list[str]
-    fixed: list[bytes | None]
+    parts: list[bytes | None]
+    dynamic: list[tuple[int, str]]
     lead: str | None
     trail: str | None
 
@@ -523,9 +550,10 @@ def _layout(key: _LayoutKey) -> _Layout | None:
                 groups[-1] += "{" + tag + "}" + literal
             else:
                 groups.append(literal)
+        dynamic = [(i, g) for i, g in enumerate(groups) if "{" in g.replace("{{", "")]
         layout = _Layout(
-            groups=groups,
-            fixed=[None if "{" in g.replace("{{", "") else _escaped(g.format()) for g in groups],
+            parts=[None if (i, g) in dynamic else _escaped(g.format()) for i, g in enumerate(groups)],
+            dynamic=dynamic,
             lead=tags[0] if tags and not parts[0] and tags[0] in fields else None,
             trail=tags[-1] if tags and not parts[-1] and tags[-1] in fields else None,
         )
@@ -548,67 +576,62 @@ class _SessionEncoder:
     differently: such prompts are rendered directly.
     """
 
-    def __init__(self, session: RawSession, profile: ProfileCore):
+    def __init__(self, session: RawSession, profile: ProfileCore | None = None):
         self.session = session
-        self.profile = profile
-        # the language is told by CJK characters: a profile all in ASCII has none (no regex needed)
-        ascii_only = all(
-            t.isascii() for t in (profile.name, profile.description, *profile.skills, *profile.constraints)
-        )
-        self.lang = "en" if ascii_only else detect_lang(profile)
-        self.tail = b', "session_id": ' + _quoted(session["session_id"]) + b', "turn": '
-        constraints = profile.constraints
+        self._profile = profile
+        raw = session["profile"]
+        name, description, skills = raw["name"], raw.get("description", ""), raw.get("skills", [])
+        constraints = raw["constraints"]
         reversed_constraints = session["reversed_constraints"]
-        self.n = len(constraints)
-        self.full = (1 << self.n) - 1
-        self._original = [_escaped(c) for c in constraints]
-        self._reversed = [b"" if c is None else _escaped(c) for c in reversed_constraints]
-        texts = [*constraints, *(c for c in reversed_constraints if c is not None)]
-        self._direct_only = any(not text or text[0].isspace() or text[-1].isspace() for text in texts)
+        # the language is told by CJK characters: a profile all in ASCII has none (no regex needed)
+        ascii_only = all(t.isascii() for t in (name, description, *skills, *constraints))
+        self.lang = "en" if ascii_only else detect_lang(self.profile)
+        self.tail = b', "session_id": ' + _quoted(session["session_id"]) + b', "turn": '
+        self.n = n = len(constraints)
+        self.full = (1 << n) - 1
+        given = [c for c in reversed_constraints if c is not None]
+        escaped = _escaped_all([*constraints, *given])
+        self._original = escaped[:n]
+        rest = iter(escaped[n:])
+        self._reversed = [b"" if c is None else next(rest) for c in reversed_constraints]
+        self._direct_only = any(not t or t[0].isspace() or t[-1].isspace() for t in (*constraints, *given))
+        self._shape = (self.lang, bool(name), bool(description), tuple(map(bool, skills)))
+        self._values = {"n": name, "d": description, **{f"s{i}": skill for i, skill in enumerate(skills)}}
         self._skeletons: dict[int, list[bytes] | None] = {}
         self._groups: dict[str, bytes] = {}
         self._choices: list[tuple[bytes, bytes]] | None = None
         self.opening = b""
 
+    @property
+    def profile(self) -> ProfileCore:
+        if self._profile is None:
+            self._profile = _profile(self.session)
+        return self._profile
+
     def _skeleton(self, count: int) -> list[bytes] | None:
         """The prompt's JSON message around its `count` constraints: count + 1 pieces, or None (render)."""
         if count in self._skeletons:
             return self._skeletons[count]
-        profile = self.profile
-        key = (
-            self.lang,
-            bool(profile.name),
-            bool(profile.description),
-            tuple(map(bool, profile.skills)),
-            count,
-        )
-        layout = None if self._direct_only else _layout(key)
+        layout = None if self._direct_only else _layout((*self._shape, count))
         parts = None
         if layout is not None and self._edges_fit(layout):
-            parts = [self._group(g) if f is None else f for g, f in zip(layout.groups, layout.fixed)]
-            parts[0] = _SYSTEM_OPEN + parts[0]
-            parts[-1] += _SYSTEM_CLOSE
-        self._skeletons[count] = parts
-        return parts
-
-    def _values(self) -> dict[str, str]:
-        profile = self.profile
-        values = {"n": profile.name, "d": profile.description}
-        values.update((f"s{i}", skill) for i, skill in enumerate(profile.skills))
-        return values
+            parts = layout.parts.copy()
+            for i, group in layout.dynamic:
+                data = self._groups.get(group)
+                if data is None:
+                    data = self._groups[group] = _escaped(group.format_map(self._values))
+                parts[i] = data
+            parts[0] = _SYSTEM_OPEN + parts[0]  # type: ignore[operator]
+            parts[-1] += _SYSTEM_CLOSE  # type: ignore[operator]
+        self._skeletons[count] = parts  # type: ignore[assignment]
+        return parts  # type: ignore[return-value]
 
     def _edges_fit(self, layout: _Layout) -> bool:
         """No profile value that opens or closes the prompt has whitespace at that edge."""
-        values = self._values() if layout.lead or layout.trail else {}
+        values = self._values
         return not (layout.lead and values[layout.lead][0].isspace()) and not (
             layout.trail and values[layout.trail][-1].isspace()
         )
-
-    def _group(self, group: str) -> bytes:
-        data = self._groups.get(group)
-        if data is None:
-            data = self._groups[group] = _escaped(group.format_map(self._values()))
-        return data
 
     def choices(self) -> list[tuple[bytes, bytes]]:
         """Per constraint, for prompts keeping all of them: (its text, its reversal) with what follows
@@ -681,24 +704,24 @@ def _number(i: int) -> bytes:
     return _NUMBERS[i] if i < 1024 else str(i).encode()
 
 
-_MARGINS = [b'}, "margin": ' + _number(m) for m in range(65)]
+_MARGINS = [b'"}, "margin": ' + _number(m) for m in range(65)]
 
 
 def _margin_pieces(top: int) -> list[bytes]:
-    """`}, "margin": m` (closing the rejected answer) for m = 0..top."""
+    """`"}, "margin": m` (closing the rejected answer) for m = 0..top."""
     if top < len(_MARGINS):
         return _MARGINS[: top + 1]
-    return [b'}, "margin": ' + _number(m) for m in range(top + 1)]
+    return [b'"}, "margin": ' + _number(m) for m in range(top + 1)]
 
 
 _RPO_OPEN = b',\n{"conversations": ['
-_RPO_REJECTED = b'}, "rejected": {"from": "gpt", "value": '
+_RPO_REJECTED = b'"}, "rejected": {"from": "gpt", "value": "'
 
 
 def _encode_rpo(session: RawSession, non_reversible: NonReversible, counters: Counters) -> Encoded:
     """A session's RPO records: each record is three pieces, the part up to the rejected answer
     (one per chosen sample), the rejected answer and the margin with the closing fields."""
-    enc = _SessionEncoder(session, _profile(session))
+    enc = _SessionEncoder(session)
     n, full, choices = enc.n, enc.full, enc.choices()
     reversible = _reversible_mask(session)
     pieces: list[bytes] = []
@@ -711,8 +734,8 @@ def _encode_rpo(session: RawSession, non_reversible: NonReversible, counters: Co
         chosen, rejected, margins, kept, flipped = plan
         if not margins:
             continue
-        answers = [_quoted(text) for text in texts]
-        middle = b", " + dialogue + b'], "chosen": {"from": "gpt", "value": '
+        answers = _escaped_all(texts)
+        middle = b", " + dialogue + b'], "chosen": {"from": "gpt", "value": "'
         heads = []
         for c, answer in enumerate(answers):
             if kept[c] == full and choices:  # the common prompt: every constraint, some reversed
@@ -735,7 +758,7 @@ def _encode_rpo(session: RawSession, non_reversible: NonReversible, counters: Co
 
 
 def _encode_dpo(session: RawSession, counters: Counters) -> Encoded:
-    enc = _SessionEncoder(session, _profile(session))
+    enc = _SessionEncoder(session)
     n = enc.n
     full = (1 << n) - 1
     out: list[bytes] = []
