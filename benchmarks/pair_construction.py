@@ -1,6 +1,7 @@
 """Pair construction throughput against an I/O floor, and its peak memory as the input grows.
 
     python benchmarks/pair_construction.py [--sessions=20000] [--turns=3] [--samples=5] [--seed=0]
+        [--repeats=3] [--workers=N]
 
 Generates a synthetic detail file (5-10 constraints a session, some without reversal, random follow
 vectors) in a temp dir, then in fresh processes:
@@ -8,7 +9,8 @@ vectors) in a temp dir, then in fresh processes:
 - floor: read the detail file line by line and write as many bytes as the RPO dataset holds, in
   one piece per input line (the build writes one batch per session), to a temp file that is synced and renamed (as every whole-file output is):
   the cost of the I/O any construction must do;
-- build: `build_rpo_dataset` on the same file (validation, pairing, statistics, output);
+- build: `build_rpo_dataset` on the same file (validation, pairing, statistics, output), with its
+  default of one worker process per CPU (`--workers=1` measures the one-process path);
 - build on a quarter of the sessions, to show peak RSS does not grow with the input.
 
 Prints the best time of each over the repeats, the ratio over the floor (target <= 2x) and peak RSS.
@@ -106,11 +108,11 @@ def floor(detail_path: str, output_path: str, output_bytes: int) -> None:
         out.write("x" * (output_bytes - len(piece) * lines))
 
 
-def build(detail_path: str, output_dir: str) -> None:
+def build(detail_path: str, output_dir: str, workers: int | None = None) -> None:
     """Build the RPO dataset and print its record count as JSON."""
     from rpo.utils.pairs import build_rpo_dataset
 
-    counters = build_rpo_dataset(detail_path, output_dir, "rpo")
+    counters = build_rpo_dataset(detail_path, output_dir, "rpo", workers=workers)
     print(json.dumps({"records": counters.pairs}))
 
 
@@ -123,7 +125,9 @@ def _timed(*args: str) -> tuple[float, float, str]:
     return seconds, peak / 1024, out
 
 
-def main(sessions: int = 20000, turns: int = 3, samples: int = 5, seed: int = 0, repeats: int = 2) -> None:
+def main(
+    sessions: int = 20000, turns: int = 3, samples: int = 5, seed: int = 0, repeats: int = 3, workers: int | None = None
+) -> None:
     """Floor and build alternately `repeats` times (the best of each counts: the machine is shared)."""
     with tempfile.TemporaryDirectory(prefix="pair_bench_") as tmp:
         root = Path(tmp)
@@ -132,11 +136,12 @@ def main(sessions: int = 20000, turns: int = 3, samples: int = 5, seed: int = 0,
         generate(str(small), sessions // 4, turns, samples, seed)
         mb_in = detail.stat().st_size / 2**20
 
-        small_s, small_rss, _ = _timed("build", str(small), str(root / "small"))
+        options = [] if workers is None else [f"--workers={workers}"]
+        small_s, small_rss, _ = _timed("build", str(small), str(root / "small"), *options)
         (root / "small" / "rpo.json").unlink()
         builds, floors = [], []
         for _ in range(repeats):
-            seconds, build_rss, out = _timed("build", str(detail), str(root / "out"))
+            seconds, build_rss, out = _timed("build", str(detail), str(root / "out"), *options)
             builds.append(seconds)
             records = json.loads(out)["records"]
             dataset = root / "out" / "rpo.json"
@@ -149,8 +154,12 @@ def main(sessions: int = 20000, turns: int = 3, samples: int = 5, seed: int = 0,
         print(f"input: {sessions} sessions x {turns} turns x {samples} samples, {mb_in:.0f} MiB")
         print(f"output: {records} records, {out_bytes / 2**20:.0f} MiB")
         print(f"floor (read input lines, write output bytes): {floor_s:.2f} s (runs: {_times(floors)})")
+        from rpo.utils.parallel_array import default_workers  # not in the floor's process
+
+        used = workers or default_workers()
         print(
-            f"build_rpo_dataset: {build_s:.2f} s (runs: {_times(builds)}), {records / build_s:,.0f} records/s"
+            f"build_rpo_dataset ({used} worker{'s' * (used > 1)}): {build_s:.2f} s (runs: {_times(builds)}), "
+            f"{records / build_s:,.0f} records/s"
         )
         print(f"ratio over floor: {build_s / floor_s:.2f}x")
         print(f"peak RSS: {build_rss:.0f} MiB at {sessions} sessions, {small_rss:.0f} MiB at {sessions // 4}")

@@ -29,7 +29,7 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import combinations, compress
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from operator import getitem
@@ -38,6 +38,7 @@ from typing import Any, Literal, NotRequired, cast
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
+from rpo.utils import parallel_array
 from rpo.utils.io import InputError, JsonArrayWriter, open_text, parse_jsonl_line, update_dataset_info
 from rpo.utils.pair_stats import SampleEfficiency, direct_flags, format_histogram, reversed_pair_flags
 from rpo.utils.records import Message, PreferenceRecord, ProfileCore, SessionDetail
@@ -97,28 +98,44 @@ def _lengths_match(session: RawSession) -> bool:
 
 
 def _read_sessions(path: str | Path) -> Iterator[RawSession]:
-    """`read_jsonl(path, SessionDetail)` as validated plain dicts: the builders' input.
+    """`read_jsonl(path, SessionDetail)` as validated plain dicts: the builders' input."""
+    path = _detail_file(path)
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            session = _parse_session(path, lineno, line)
+            if session is not None:
+                yield session
+
+
+def _detail_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    return path
+
+
+def _parse_session(path: Path, lineno: int, line: str | bytes) -> RawSession | None:
+    """One detail line as a validated plain dict, or None for a blank line.
 
     Parsing with orjson and validating TypedDicts skips building a model per sample; a line either
     rejects (invalid JSON, a constant orjson refuses such as NaN, a bad field) goes through
     `parse_jsonl_line` with `SessionDetail`, which raises the one-line InputError, or, where it
     accepts after all, gives the session.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    validate = _session_adapter().validate_python
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.isspace():
-                continue
+    if line.isspace():
+        return None
+    try:
+        session = _session_adapter().validate_python(orjson.loads(line))
+    except (orjson.JSONDecodeError, ValidationError):
+        session = None
+    if session is None or not _lengths_match(session):
+        if isinstance(line, bytes):
             try:
-                session = validate(orjson.loads(line))
-            except (orjson.JSONDecodeError, ValidationError):
-                session = None
-            if session is None or not _lengths_match(session):
-                session = _raw(parse_jsonl_line(line, SessionDetail, path, lineno))
-            yield session
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path}: line {lineno}: not valid UTF-8 (byte {err.start + 1})") from None
+        session = _raw(parse_jsonl_line(line, SessionDetail, path, lineno))
+    return session
 
 
 def _raw(session: SessionDetail) -> RawSession:
@@ -148,6 +165,15 @@ class Counters:
     kto_undesirable: int = 0
     efficiency: SampleEfficiency = field(default_factory=SampleEfficiency)
     output: str | None = None
+
+    def merge(self, other: Counters) -> None:
+        """Add another part's counts (a worker's, in a parallel build) to these."""
+        for counter in fields(self):
+            mine = getattr(self, counter.name)
+            if isinstance(mine, int):
+                setattr(self, counter.name, mine + getattr(other, counter.name))
+        self.margin_hist.update(other.margin_hist)
+        self.efficiency.tally.update(other.efficiency.tally)
 
     def summary(self) -> str:
         lines = [
@@ -789,12 +815,29 @@ def _build(
     counters: Counters,
     encode: Callable[[RawSession], Encoded],
     entry: dict[str, Any],
+    workers: int | None,
 ) -> Counters:
-    """Stream a detail file through `encode` into `{output_dir}/{dataset_name}.json`, then register it."""
+    """Stream a detail file through `encode` into `{output_dir}/{dataset_name}.json`, then register it.
+
+    `encode` updates `counters`. A large plain file is encoded by `workers` forked processes (default:
+    one per CPU; see `rpo.utils.parallel_array`), whose copies of `counters` are merged back.
+    """
+    path = _detail_file(detail_path)
     output = Path(output_dir) / f"{dataset_name}.json"
-    with JsonArrayWriter(output) as writer:
-        for session in _read_sessions(detail_path):
-            writer.write_encoded(*encode(session))
+    workers = parallel_array.default_workers() if workers is None else workers
+    if workers > 1 and path.suffix != ".gz" and path.stat().st_size >= parallel_array.PARALLEL_MIN_BYTES:
+
+        def encode_line(lineno: int, line: bytes) -> Encoded:
+            session = _parse_session(path, lineno, line)
+            return (b"", 0) if session is None else encode(session)
+
+        _, states = parallel_array.write_json_array(path, output, encode_line, counters, workers)
+        for state in states:
+            counters.merge(state)
+    else:
+        with JsonArrayWriter(output) as writer:
+            for session in _read_sessions(path):
+                writer.write_encoded(*encode(session))
     update_dataset_info(output_dir, dataset_name, {"file_name": output.name, **entry})
     counters.output = str(output)
     return counters
@@ -805,6 +848,7 @@ def build_rpo_dataset(
     output_dir: str | Path = "data",
     dataset_name: str = "rpo",
     non_reversible: str = "drop",
+    workers: int | None = None,
 ) -> Counters:
     """Build the RPO ranking dataset with its margin column and register it in `dataset_info.json`."""
     mode = _check_mode(non_reversible)
@@ -820,15 +864,15 @@ def build_rpo_dataset(
         },
         "tags": SHAREGPT_TAGS,
     }
-    return _build(
-        detail_path, output_dir, dataset_name, counters, lambda s: _encode_rpo(s, mode, counters), entry
-    )
+    encode = functools.partial(_encode_rpo, non_reversible=mode, counters=counters)
+    return _build(detail_path, output_dir, dataset_name, counters, encode, entry, workers)
 
 
 def build_dpo_dataset(
     detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
     output_dir: str | Path = "data",
     dataset_name: str = "dpo",
+    workers: int | None = None,
 ) -> Counters:
     """Build the DPO baseline ranking dataset (no margin column) and register it."""
     counters = Counters(kind="dpo")
@@ -838,13 +882,15 @@ def build_dpo_dataset(
         "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
         "tags": SHAREGPT_TAGS,
     }
-    return _build(detail_path, output_dir, dataset_name, counters, lambda s: _encode_dpo(s, counters), entry)
+    encode = functools.partial(_encode_dpo, counters=counters)
+    return _build(detail_path, output_dir, dataset_name, counters, encode, entry, workers)
 
 
 def build_kto_dataset(
     detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
     output_dir: str | Path = "data",
     dataset_name: str = "kto",
+    workers: int | None = None,
 ) -> Counters:
     """Build the KTO dataset (a `kto_tag` column, not ranking) and register it."""
     counters = Counters(kind="kto")
@@ -853,7 +899,8 @@ def build_kto_dataset(
         "columns": {"messages": "conversations", "kto_tag": "kto_tag"},
         "tags": SHAREGPT_TAGS,
     }
-    return _build(detail_path, output_dir, dataset_name, counters, lambda s: _encode_kto(s, counters), entry)
+    encode = functools.partial(_encode_kto, counters=counters)
+    return _build(detail_path, output_dir, dataset_name, counters, encode, entry, workers)
 
 
 def detail_stats(detail_path: str | Path, non_reversible: str = "drop") -> Counters:
