@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +190,7 @@ class JsonArrayWriter:
         if count == 0:
             return
         assert self._fh is not None
-        _write_all(self._fh.fileno(), b"\n" if self.count == 0 else b",\n", data)
+        write_all(self._fh.fileno(), (b"\n" if self.count == 0 else b",\n", data))
         self.count += count
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -200,13 +200,23 @@ class JsonArrayWriter:
         self._ctx.__exit__(exc_type, exc, tb)
 
 
-def _write_all(fd: int, *pieces: bytes) -> None:
-    """Write the pieces in order with one system call (more only after a short write)."""
-    written = os.writev(fd, pieces) if hasattr(os, "writev") else 0
-    if written < sum(map(len, pieces)):
-        rest = memoryview(b"".join(pieces))[written:]
-        while rest:
-            rest = rest[os.write(fd, rest) :]
+def write_all(fd: int, pieces: Sequence[bytes], offset: int | None = None) -> None:
+    """Write the pieces in order with one system call (more only after a short write); at `offset`
+    if given (positioned writes leave the file position alone, so processes can share a file)."""
+    size = sum(map(len, pieces))
+    if offset is not None:
+        written = os.pwritev(fd, pieces, offset)
+    else:
+        written = os.writev(fd, pieces) if hasattr(os, "writev") else 0
+    if written == size:
+        return
+    rest = memoryview(b"".join(pieces))[written:]
+    while rest:
+        if offset is None:
+            written = os.write(fd, rest)
+        else:
+            written = os.pwrite(fd, rest, offset + size - len(rest))
+        rest = rest[written:]
 
 
 def write_json(path: str | Path, obj: Any) -> None:

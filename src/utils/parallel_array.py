@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from rpo.utils.io import InputError, atomic_write
+from rpo.utils.io import InputError, atomic_write, write_all
 
 S = TypeVar("S")
 # (line number, raw line) -> (records as UTF-8 JSON objects joined by ",\n", how many)
@@ -82,15 +82,6 @@ def _line_number(source: BinaryIO, position: int) -> int:
     return newlines + 1
 
 
-def _pwrite_all(fd: int, pieces: list[bytes], offset: int) -> None:
-    written = os.pwritev(fd, pieces, offset)
-    rest = memoryview(b"".join(pieces))[written:]
-    while rest:
-        offset += written
-        written = os.pwrite(fd, rest, offset)
-        rest = rest[written:]
-
-
 def _worker(
     index: int,
     workers: int,
@@ -136,7 +127,7 @@ def _place(fd: int, data: bytes, places: Any) -> bool:
         return False
     offset, separator = place
     if data:
-        _pwrite_all(fd, [separator, data], offset)
+        write_all(fd, (separator, data), offset)
     return True
 
 
