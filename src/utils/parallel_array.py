@@ -39,11 +39,16 @@ OUTPUT_SIZE_GUESS = 32
 """Output bytes per input byte to reserve (sparsely) up front; RPO datasets run at about 16."""
 
 
+MAX_DEFAULT_WORKERS = 8
+"""Beyond a few workers the writes to the one output file are the bottleneck."""
+
+
 def default_workers() -> int:
-    """Worker processes to use: the CPUs this process may run on, where forking is available."""
+    """Worker processes to use: the CPUs this process may run on (at most `MAX_DEFAULT_WORKERS`),
+    where forking is available."""
     if sys.platform != "linux":
         return 1
-    return len(os.sched_getaffinity(0))
+    return min(MAX_DEFAULT_WORKERS, len(os.sched_getaffinity(0)))
 
 
 def _encode_chunk(source: BinaryIO, chunk: int, chunk_bytes: int, encode: LineEncoder) -> tuple[bytes, int]:
