@@ -1,12 +1,14 @@
 """Encode a JSONL file's lines in worker processes into one JSON array file, in input order.
 
 Pair construction turns a few hundred MB of sessions into gigabytes of records, and encoding them
-is CPU-bound Python, so one process leaves the other cores idle. Here the input is cut into chunks
-at line boundaries; worker w encodes chunks w, w + n, w + 2n, ... and writes each one with `pwrite`
-at the offset where it belongs. The parent hands out offsets in chunk order as soon as the sizes
-of the earlier chunks are known, so the file is byte for byte the one `JsonArrayWriter` writes
-(`[`, records joined by `,\\n`, `]`), memory stays at about one chunk per worker, and no byte is
-copied twice. A bad line raises what the one-process run would raise: the earliest error wins.
+is CPU-bound Python, so one process leaves the other cores idle. Here the input is cut into byte
+ranges of `CHUNK_BYTES`; a range's chunk is the lines that start in it. Worker w encodes chunks
+w, w + n, w + 2n, ... and writes each one with `pwrite` at the offset where it belongs. The parent
+hands out offsets in chunk order as soon as the sizes of the earlier chunks are known, and flushes
+to disk meanwhile. So the file is byte for byte the one `JsonArrayWriter` writes (`[`, records
+joined by `,\\n`, `]`), memory stays at about two small chunks per worker (still in the CPU cache
+when written), and no byte is copied twice. A bad line raises what the one-process run would
+raise: the earliest error wins.
 
 Workers are forked (Linux only), so the encoder can be any callable, closures included; each
 worker returns its copy of `state`, which the encoder updates, for the caller to merge.
