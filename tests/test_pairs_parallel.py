@@ -163,3 +163,14 @@ def test_a_failing_or_dying_worker_is_reported_not_waited_for(tmp_path: Path) ->
     with pytest.raises(RuntimeError, match="died \\(exit code 3\\)"):
         parallel_array.write_json_array(source, tmp_path / "out.json", dies, None, 2, 64)
     assert list(tmp_path.iterdir()) == [source]
+
+
+def test_outputs_get_the_mode_of_an_ordinary_new_file(tmp_path: Path, small_chunks: list[int]) -> None:
+    rng = random.Random(5)
+    detail = write_sessions(tmp_path / "detail.jsonl", [session(rng, s) for s in range(40)])
+    build_rpo_dataset(detail, tmp_path / "many", "rpo", workers=2)
+    build_rpo_dataset(detail, tmp_path / "one", "rpo", workers=1)
+    (tmp_path / "plain").write_text("")
+    expected = (tmp_path / "plain").stat().st_mode & 0o777
+    for path in ("many/rpo.json", "one/rpo.json", "one/dataset_info.json"):
+        assert (tmp_path / path).stat().st_mode & 0o777 == expected, path

@@ -145,6 +145,16 @@ def completed_keys(path: str | Path, key: Callable[[dict[str, Any]], Any]) -> se
     return {key(obj) for obj in read_jsonl_dicts(path)}
 
 
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _new_file_mode()
+"""The mode `open(path, "w")` would give a new file under this process's umask."""
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Write to a temp file beside `path`, then rename over it: readers never see half a file."""
@@ -152,6 +162,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _NEW_FILE_MODE)  # mkstemp makes it private; the result is an ordinary file
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
