@@ -39,8 +39,6 @@ PARALLEL_MIN_BYTES = 4 << 20
 """Smaller inputs are not worth starting processes for."""
 OUTPUT_SIZE_GUESS = 32
 """Output bytes per input byte to reserve (sparsely) up front; RPO datasets run at about 16."""
-
-
 MAX_DEFAULT_WORKERS = 8
 """Beyond a few workers the writes to the one output file are the bottleneck."""
 
@@ -189,7 +187,8 @@ def write_json_array(
 ) -> tuple[int, list[S]]:
     """Write `output` (atomically) from the lines of `source`; returns (records, each worker's state)."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    chunks = -(-os.path.getsize(source) // chunk_bytes)
+    source_bytes = os.path.getsize(source)
+    chunks = -(-source_bytes // chunk_bytes)
     workers = max(1, min(workers, chunks))
     context = multiprocessing.get_context("fork")
     results = context.Queue()
@@ -199,7 +198,7 @@ def write_json_array(
         fd = out.fileno()
         # A sparse file about as long as the output will be: writes inside its length do not move
         # its end, which costs a journal update each and contends with the background flush.
-        os.ftruncate(fd, OUTPUT_SIZE_GUESS * os.path.getsize(source))
+        os.ftruncate(fd, OUTPUT_SIZE_GUESS * source_bytes)
         pipes, processes = [], []
         for index in range(workers):
             receive, send = context.Pipe(duplex=False)
@@ -245,7 +244,7 @@ def _syncing(fd: int, interval_s: float = 0.25) -> Iterator[None]:
 
     def sync() -> None:
         while not stop.wait(interval_s):
-            _datasync(fd)
+            os.fdatasync(fd)
 
     thread = threading.Thread(target=sync, name="json-array-sync", daemon=True)
     thread.start()
@@ -254,9 +253,6 @@ def _syncing(fd: int, interval_s: float = 0.25) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-
-
-_datasync = getattr(os, "fdatasync", os.fsync)
 
 
 def _next_message(results: Any, processes: list[Any], states: dict[int, Any]) -> tuple[Any, ...]:
