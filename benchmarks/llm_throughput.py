@@ -25,7 +25,7 @@ The same load from a bare aiohttp session (`bare_*`, no SDK, no cache) shows the
 machine and server. Client and bare runs alternate, `repeats` times each, and the medians are
 reported (with every run's value), so that background load affects both alike. The server
 (`tests/scripted_server.py`, uvicorn) runs in its own process so that it does not share the
-client's interpreter lock. Both sides use uvloop when it is installed (see `rpo.utils.concurrency`).
+client's interpreter lock. Both sides use uvloop when it is installed (see `rpo.utils.llm.concurrency`).
 
     python benchmarks/llm_throughput.py [--requests=1280] [--concurrency=64] [--latency_s=0.1] [--repeats=3]
         [--cache_root=/dev/shm] [--out=FILE]
@@ -43,10 +43,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import fire
-from rpo.utils.concurrency import bounded_map, run_async
 from rpo.utils.io import write_json
-from rpo.utils.llm_client import LLMClient
-from rpo.utils.pipeline_config import PipelineConfig
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.concurrency import bounded_map, run_async
+from rpo.utils.llm.config import PipelineConfig
 
 SERVER = Path(__file__).resolve().parent.parent / "tests" / "scripted_server.py"
 DEFAULT_CACHE_ROOT = "/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()

@@ -110,7 +110,7 @@ def floor(detail_path: str, output_path: str, output_bytes: int) -> None:
 
 def build(detail_path: str, output_dir: str, workers: int | None = None) -> None:
     """Build the RPO dataset and print its record count as JSON."""
-    from rpo.utils.pairs import build_rpo_dataset
+    from rpo.utils.pairs.build import build_rpo_dataset
 
     counters = build_rpo_dataset(detail_path, output_dir, "rpo", workers=workers)
     print(json.dumps({"records": counters.pairs}))
@@ -154,7 +154,7 @@ def main(
         print(f"input: {sessions} sessions x {turns} turns x {samples} samples, {mb_in:.0f} MiB")
         print(f"output: {records} records, {out_bytes / 2**20:.0f} MiB")
         print(f"floor (read input lines, write output bytes): {floor_s:.2f} s (runs: {_times(floors)})")
-        from rpo.utils.parallel_array import default_workers  # not in the floor's process
+        from rpo.utils.pairs.parallel_array import default_workers
 
         used = workers or default_workers()
         print(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rpo.utils.io import InputError
-from rpo.utils.records import SystemProfile
+from rpo.utils.schema import SystemProfile
 
 from sysbank.loader import SAMPLE_PATH, Location, iter_profiles, profile_language
 from sysbank.ontology import CATEGORIES, OTHER, categorize

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from rpo.utils.io import InputError, describe_validation_error, open_text
-from rpo.utils.records import SystemProfile
+from rpo.utils.schema import SystemProfile
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "sample.jsonl"
 

@@ -7,8 +7,8 @@ import pytest
 from rpo.demo.constraints import FAMILIES, parse
 from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser
 from rpo.demo.world import ResponseWriter, make_profile, make_query, sample_constraints
-from rpo.dsc.sft_data_construction import response_messages
-from rpo.utils.records import ProfileCore
+from rpo.utils.schema import ProfileCore
+from rpo.utils.stages.selfplay import response_messages
 
 CASES = [
     ('Mention the word "apple".', "Tell me about cats.", "I like apple pie.", True),

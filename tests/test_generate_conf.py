@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from transformers import AutoTokenizer
-
 from rpo.utils.generate_conf_file import build_config
 from rpo.utils.tiny_model import build_tiny_model
+from transformers import AutoTokenizer
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

@@ -6,10 +6,11 @@ import asyncio
 import json
 
 import pytest
-from rpo.utils.evaluate_utils import LLMJudge, align, parse_bool, parse_verdicts
-from rpo.utils.llm_client import LLMClient
-from rpo.utils.pipeline_config import PipelineConfig
-from rpo.utils.records import ProfileCore
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.config import PipelineConfig
+from rpo.utils.roles.judge import LLMJudge, parse_verdicts
+from rpo.utils.roles.parsing import align, parse_bool
+from rpo.utils.schema import ProfileCore
 
 from tests.scripted_server import ScriptedServer
 

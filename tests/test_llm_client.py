@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from rpo.utils.io import InputError
-from rpo.utils.llm_client import ChatResult, LLMClient, LLMError
+from rpo.utils.llm.client import ChatResult, LLMClient, LLMError
+from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.local_service import free_port
-from rpo.utils.pipeline_config import PipelineConfig
 
 from tests.scripted_server import Reply, ScriptedServer
 
@@ -144,7 +144,7 @@ def test_cache_entries_are_all_on_disk_when_the_client_closes(server, tmp_path):
 
 
 def test_cache_entry_waiting_for_its_write_is_served_from_memory(server, tmp_path, monkeypatch):
-    from rpo.utils import llm_client
+    from rpo.utils.llm import client as llm_client
 
     release = threading.Event()
     write = llm_client._CacheWriter._write

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from rpo.utils.concurrency import bounded_map, run_async
+from rpo.utils.llm.concurrency import bounded_map, run_async
 
 
 def collect(fn, items, concurrency):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from rpo.utils.io import InputError
-from rpo.utils.pipeline_config import PipelineConfig
+from rpo.utils.llm.config import PipelineConfig
 
 SHIPPED = sorted((Path(__file__).resolve().parent.parent / "conf" / "pipeline").glob("*.yaml"))
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from rpo.utils.llm_client import LLMClient
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.local_service import (
     ServiceError,
     _group_alive,
@@ -24,7 +25,6 @@ from rpo.utils.local_service import (
     service_status,
     start_service,
 )
-from rpo.utils.pipeline_config import PipelineConfig
 from rpo.utils.tiny_model import build_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent

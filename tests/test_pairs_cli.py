@@ -116,7 +116,7 @@ def test_bad_input_one_line_exit_2_and_previous_output_kept(repo_copy: Path) -> 
 def test_kto_cli_and_llamafactory_reads_all_three_entries(repo_copy: Path) -> None:
     assert run(KTO_CLI, cwd=repo_copy).returncode == 0
     assert run(RPO_CLI, cwd=repo_copy).returncode == 0
-    from rpo.utils.pairs import build_dpo_dataset
+    from rpo.utils.pairs.build import build_dpo_dataset
 
     build_dpo_dataset(DEMO, repo_copy / "data", "dpo")
     kto = json.loads((repo_copy / "data" / "kto.json").read_text(encoding="utf-8"))

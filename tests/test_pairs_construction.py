@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from rpo.utils.io import InputError, dumps, read_jsonl
-from rpo.utils.pairs import (
+from rpo.utils.pairs.build import (
     Counters,
     build_dpo_dataset,
     build_kto_dataset,
@@ -17,8 +17,9 @@ from rpo.utils.pairs import (
     kto_records,
     rpo_pairs,
 )
-from rpo.utils.records import ProfileCore, SessionDetail
-from rpo.utils.system_prompt import detect_lang, render_system_prompt
+from rpo.utils.prompts.language import detect_lang
+from rpo.utils.prompts.system_prompt import render_system_prompt
+from rpo.utils.schema import ProfileCore, SessionDetail
 
 T, F = True, False
 C = ["Answer in English.", "Use at most 50 words.", "End with a question."]

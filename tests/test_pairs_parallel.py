@@ -1,4 +1,4 @@
-"""Parallel pair construction (`rpo.utils.parallel_array`): the same bytes and counts as one process,
+"""Parallel pair construction (`rpo.utils.pairs.parallel_array`): the same bytes and counts as one process,
 errors named as one process names them, the earliest first, and nothing left behind."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import random
 from pathlib import Path
 
 import pytest
-from rpo.utils import parallel_array
 from rpo.utils.io import InputError
-from rpo.utils.pairs import build_dpo_dataset, build_kto_dataset, build_rpo_dataset
+from rpo.utils.pairs import parallel_array
+from rpo.utils.pairs.build import build_dpo_dataset, build_kto_dataset, build_rpo_dataset
 
 BUILDERS = {"rpo": build_rpo_dataset, "dpo": build_dpo_dataset, "kto": build_kto_dataset}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rpo.utils.pair_stats import (
+from rpo.utils.pairs.build import build_rpo_dataset, detail_stats
+from rpo.utils.pairs.stats import (
     direct_flags,
     format_histogram,
     iter_dataset,
@@ -13,7 +14,6 @@ from rpo.utils.pair_stats import (
     percentiles,
     reversed_pair_flags,
 )
-from rpo.utils.pairs import build_rpo_dataset, detail_stats
 
 
 def test_direct_flags_by_hand() -> None:

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from rpo_llamafactory.loss import margin_dpo_loss, margin_simpo_loss
 
 

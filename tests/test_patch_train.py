@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from rpo.utils.tiny_model import build_tiny_model
 
 BIN = Path(sys.executable).parent

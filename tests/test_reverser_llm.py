@@ -6,10 +6,9 @@ import asyncio
 import json
 
 import pytest
-from rpo.utils.interfaces import Verdicts
-from rpo.utils.llm_client import LLMClient
-from rpo.utils.records import ProfileCore, SessionDetail
-from rpo.utils.reverser import JudgeReversalVerifier, LLMReversalVerifier, LLMReverser, verify_reversals
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.roles.reverser import JudgeReversalVerifier, LLMReversalVerifier, LLMReverser, verify_reversals
+from rpo.utils.schema import ProfileCore, SessionDetail, Verdicts
 
 from tests.scripted_server import ScriptedServer
 from tests.test_judge_llm import config_for

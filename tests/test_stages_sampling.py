@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from rpo.dsc.dpo_data_construction import sample_sessions
-from rpo.dsc.sft_data_construction import SelfPlaySession
-from rpo.utils.evaluate_utils import LLMJudge
-from rpo.utils.llm_client import LLMClient
-from rpo.utils.pipeline_config import PipelineConfig
-from rpo.utils.records import SessionDetail
-from rpo.utils.reverser import LLMReverser
-from rpo.utils.roles import LLMResponder
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.config import PipelineConfig
+from rpo.utils.roles.conversation import LLMResponder
+from rpo.utils.roles.judge import LLMJudge
+from rpo.utils.roles.reverser import LLMReverser
+from rpo.utils.schema import SelfPlaySession, SessionDetail
+from rpo.utils.stages.sampling import sample_sessions
 
 from tests.scripted_server import ScriptedServer
 from tests.stages_fakes import fake_follows, session_record, world, write_config, write_jsonl

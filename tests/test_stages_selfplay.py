@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from rpo.dsc.sft_data_construction import SelfPlaySession, self_play
-from rpo.utils.interfaces import Verdicts
-from rpo.utils.records import ProfileCore, SystemProfile, UserProfile
+from rpo.utils.schema import ProfileCore, SelfPlaySession, SystemProfile, UserProfile, Verdicts
+from rpo.utils.stages.selfplay import self_play
 
 from tests.scripted_server import ScriptedServer
 from tests.stages_fakes import profile_record, world, write_config, write_jsonl

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from rpo.utils.io import read_jsonl
-from rpo.utils.records import SystemProfile
+from rpo.utils.schema import SystemProfile
 
 from sysbank.loader import SAMPLE_PATH
 

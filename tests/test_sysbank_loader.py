@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from rpo.utils.io import InputError, read_jsonl
-from rpo.utils.records import SystemProfile
+from rpo.utils.schema import SystemProfile
 
 from sysbank.bank import Bank, Filters
 from sysbank.loader import (

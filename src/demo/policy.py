@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 import torch
-from rpo.utils.interfaces import Messages
+from rpo.utils.schema import Messages
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 

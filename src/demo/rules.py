@@ -10,8 +10,7 @@ import random
 
 from rpo.demo.constraints import parse
 from rpo.demo.world import ResponseWriter, make_query
-from rpo.utils.interfaces import Messages, Verdicts
-from rpo.utils.records import ProfileCore
+from rpo.utils.schema import Messages, ProfileCore, Verdicts
 
 
 class RuleJudge:

@@ -26,12 +26,12 @@ from rpo.demo.constraints import parse
 from rpo.demo.metrics import Session, bootstrap_ci95, score
 from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, WorldUserSimulator
 from rpo.demo.world import ResponseWriter, make_profile, make_query
-from rpo.dsc.dpo_data_construction import policy_messages, sample_sessions
-from rpo.dsc.sft_data_construction import SelfPlaySession, self_play
 from rpo.utils.io import JsonArrayWriter, update_dataset_info, write_json
-from rpo.utils.pairs import build_dpo_dataset, build_rpo_dataset
-from rpo.utils.records import ProfileCore
-from rpo.utils.system_prompt import render_system_prompt
+from rpo.utils.pairs.build import build_dpo_dataset, build_rpo_dataset
+from rpo.utils.prompts.system_prompt import render_system_prompt
+from rpo.utils.schema import ProfileCore, SelfPlaySession
+from rpo.utils.stages.sampling import policy_messages, sample_sessions
+from rpo.utils.stages.selfplay import self_play
 from rpo.utils.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]

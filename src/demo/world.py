@@ -31,7 +31,7 @@ from rpo.demo.constraints import (
     mentions,
     parse,
 )
-from rpo.utils.records import ProfileCore
+from rpo.utils.schema import ProfileCore
 
 TOPICS = ["cats", "rivers", "bread", "trains", "gardens", "stars", "coffee", "bikes", "forests", "music",
           "books", "boats", "snow", "tea", "birds", "clocks", "maps", "shoes", "lamps", "islands"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import fire
 from rpo.utils.io import exit_on_input_error
-from rpo.utils.pair_stats import length_percentiles
-from rpo.utils.pairs import detail_stats
+from rpo.utils.pairs.build import detail_stats
+from rpo.utils.pairs.stats import length_percentiles
 
 
 @exit_on_input_error

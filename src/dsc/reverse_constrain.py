@@ -17,92 +17,26 @@ rerun skips the records already there; `--shard=k/n` splits the input.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import fire
-from rpo.dsc.sft_data_construction import pick_lang
-from rpo.utils.concurrency import bounded_map
-from rpo.utils.evaluate_utils import JudgeStats
 from rpo.utils.io import (
     InputError,
     JsonlAppender,
     Shard,
     completed_keys,
     exit_on_input_error,
-    open_text,
     read_jsonl,
 )
-from rpo.utils.llm_client import LLMClient
-from rpo.utils.pipeline_config import PipelineConfig
-from rpo.utils.records import SessionDetail, SystemProfile
-from rpo.utils.reverser import LLMReversalVerifier, LLMReverser, ReversalVerifier, verify_reversals
-
-
-@dataclass
-class VerifyStats:
-    records: int = 0
-    skipped: int = 0
-    reversals: int = 0
-    checked: int = 0
-    flagged: int = 0
-
-    def summary(self) -> str:
-        share = f"{self.flagged / self.checked:.1%}" if self.checked else "n/a"
-        return (
-            f"records {self.records} (skipped, already done: {self.skipped}), reversals {self.reversals}, "
-            f"checked on data {self.checked}, flagged as bad {self.flagged} ({share} of checked)"
-        )
-
-
-def input_kind(path: str | Path) -> str:
-    """'detail' when the first record has a session_id, else 'profile'."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    first = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(
-                        f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})"
-                    ) from None
-                return "detail" if isinstance(first, dict) and "session_id" in first else "profile"
-    raise InputError(f"{path}: no records")
-
-
-async def verify_records(
-    details: Iterator[SessionDetail],
-    verifier: ReversalVerifier,
-    out: JsonlAppender,
-    max_checks: int,
-    keep_bad: bool,
-    concurrency: int,
-    stats: VerifyStats,
-) -> None:
-    """Verify each record's reversals and append it with `reversal_checks` (bad ones nulled unless kept)."""
-
-    async def check(detail: SessionDetail) -> dict[str, Any]:
-        checks = await verify_reversals(detail, verifier, max_checks=max_checks)
-        record = detail.model_dump(exclude_unset=True)
-        if not keep_bad:
-            record["reversed_constraints"] = [
-                None if c.ok is False else r for c, r in zip(checks, detail.reversed_constraints)
-            ]
-        record["reversal_checks"] = [c.to_dict() for c in checks]
-        stats.records += 1
-        stats.reversals += sum(r is not None for r in detail.reversed_constraints)
-        stats.checked += sum(c.ok is not None for c in checks)
-        stats.flagged += sum(c.ok is False for c in checks)
-        return record
-
-    async for _, record in bounded_map(check, details, concurrency, desc="verify"):
-        out.write(record)
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.concurrency import bounded_map
+from rpo.utils.llm.config import PipelineConfig
+from rpo.utils.prompts.language import pick_lang
+from rpo.utils.roles.judge import JudgeStats
+from rpo.utils.roles.reverser import LLMReversalVerifier, LLMReverser
+from rpo.utils.schema import SessionDetail, SystemProfile
+from rpo.utils.stages.reversal import VerifyStats, input_kind, verify_records
 
 
 @exit_on_input_error

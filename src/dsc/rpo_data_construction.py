@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fire
 from rpo.utils.io import exit_on_input_error
-from rpo.utils.pairs import build_rpo_dataset
+from rpo.utils.pairs.build import build_rpo_dataset
 
 
 @exit_on_input_error

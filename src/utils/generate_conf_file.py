@@ -23,7 +23,6 @@ from typing import Any
 
 import fire
 import yaml
-
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error
 
 METHODS = ("rpo", "dpo", "kto", "sft")

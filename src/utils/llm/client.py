@@ -46,7 +46,7 @@ from urllib.parse import urlparse
 import httpx2
 import openai
 from rpo.utils.io import InputError
-from rpo.utils.pipeline_config import PipelineConfig, RoleConfig
+from rpo.utils.llm.config import PipelineConfig, RoleConfig
 
 OPENAI_URL = "https://api.openai.com/v1"
 CACHE_VERSION = 1

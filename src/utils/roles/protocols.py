@@ -7,20 +7,15 @@ the same `src/dsc` code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from rpo.utils.records import ProfileCore
-
-Messages = list[dict[str, str]]  # OpenAI chat format: [{"role": ..., "content": ...}]
+from rpo.utils.schema import Messages, ProfileCore, Verdicts
 
 
-@dataclass
-class Verdicts:
-    """A judge's answer for one response: `follows[i]` for constraint i, or None when unjudged."""
-
-    follows: list[bool] | None
-    reasons: list[str] = field(default_factory=list)
+class TriggerSelector(Protocol):
+    async def select(self, profile: ProfileCore, history: Messages, query: str) -> list[int] | None:
+        """Sorted indices of the constraints `query` triggers (unconditional ones always); None if unknown."""
+        ...
 
 
 class Judge(Protocol):
@@ -44,4 +39,20 @@ class Responder(Protocol):
 class UserSimulator(Protocol):
     async def next_query(self, profile: ProfileCore, history: Messages, turn: int) -> str:
         """The user's next message in a self-play session."""
+        ...
+
+
+class Refiner(Protocol):
+    async def refine(
+        self, profile: ProfileCore, history: Messages, query: str, response: str, verdicts: Verdicts
+    ) -> str:
+        """A rewrite of `response` meant to follow the constraints `verdicts` marks as broken."""
+        ...
+
+
+class ReversalVerifier(Protocol):
+    async def verify(
+        self, profile: ProfileCore, query: str, response: str, indices: list[int], reversals: list[str]
+    ) -> list[bool] | None:
+        """Whether `response` satisfies each reversal (constraints `indices` of `profile`); None if unknown."""
         ...

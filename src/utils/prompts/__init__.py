@@ -8,7 +8,7 @@ from typing import Any
 
 import jinja2
 
-TEMPLATE_DIR = Path(__file__).parent / "prompts"
+TEMPLATE_DIR = Path(__file__).parent
 
 
 @lru_cache(maxsize=1)

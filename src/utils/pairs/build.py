@@ -38,11 +38,12 @@ from typing import Any, Literal, NotRequired, cast
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
-from rpo.utils import parallel_array
 from rpo.utils.io import InputError, JsonArrayWriter, open_text, parse_jsonl_line, update_dataset_info
-from rpo.utils.pair_stats import SampleEfficiency, direct_flags, format_histogram, reversed_pair_flags
-from rpo.utils.records import Message, PreferenceRecord, ProfileCore, SessionDetail
-from rpo.utils.system_prompt import detect_lang, render_system_prompt
+from rpo.utils.pairs import parallel_array
+from rpo.utils.pairs.stats import SampleEfficiency, direct_flags, format_histogram, reversed_pair_flags
+from rpo.utils.prompts.language import detect_lang
+from rpo.utils.prompts.system_prompt import render_system_prompt
+from rpo.utils.schema import Message, PreferenceRecord, ProfileCore, SessionDetail
 from typing_extensions import TypedDict
 
 NonReversible = Literal["drop", "skip"]
@@ -820,7 +821,7 @@ def _build(
     """Stream a detail file through `encode` into `{output_dir}/{dataset_name}.json`, then register it.
 
     `encode` updates `counters`. A large plain file is encoded by `workers` forked processes (default:
-    one per CPU; see `rpo.utils.parallel_array`), whose copies of `counters` are merged back.
+    one per CPU; see `rpo.utils.pairs.parallel_array`), whose copies of `counters` are merged back.
     """
     path = _detail_file(detail_path)
     output = Path(output_dir) / f"{dataset_name}.json"

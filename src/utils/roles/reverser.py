@@ -14,23 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from rpo.utils.evaluate_utils import (
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.prompts import render_lang
+from rpo.utils.prompts.language import resolve_lang
+from rpo.utils.roles.judge import JudgeStats, LLMJudge
+from rpo.utils.roles.parsing import (
     RESTATED_KEYS,
-    JudgeStats,
-    LLMJudge,
     ParseFailure,
     align,
     ask_structured,
     extract_list,
     first_value,
-    resolve_lang,
 )
-from rpo.utils.interfaces import Judge
-from rpo.utils.llm_client import LLMClient
-from rpo.utils.prompts import render_lang
-from rpo.utils.records import ProfileCore, SessionDetail
+from rpo.utils.roles.protocols import Judge, ReversalVerifier
+from rpo.utils.schema import ProfileCore, SessionDetail
 
 REVERSED_KEYS = ("reversed", "reverse", "reverse_cons", "reversed_constraint", "opposite")
 _NOT_REVERSIBLE = {"", "null", "none", "n/a", "na", "-", "无", "无法反转", "不可反转", "cannot be reversed"}
@@ -136,14 +135,6 @@ class LLMReverser:
 
     def _count_retry(self) -> None:
         self.stats.retries += 1
-
-
-class ReversalVerifier(Protocol):
-    async def verify(
-        self, profile: ProfileCore, query: str, response: str, indices: list[int], reversals: list[str]
-    ) -> list[bool] | None:
-        """Whether `response` satisfies each reversal (constraints `indices` of `profile`); None if unknown."""
-        ...
 
 
 class LLMReversalVerifier:

@@ -7,20 +7,12 @@ own constraint list (kept, reversed or left-out constraints), numbered afresh.
 
 from __future__ import annotations
 
-import re
 from functools import cache
 
 import jinja2
 from rpo.utils.prompts import environment
-from rpo.utils.records import ProfileCore
-
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff60]")
-
-
-def detect_lang(profile: ProfileCore) -> str:
-    """ "zh" when any CJK character appears in the profile's text, else "en"."""
-    texts = [profile.name, profile.description, *profile.skills, *profile.constraints]
-    return "zh" if any(_CJK.search(text) for text in texts) else "en"
+from rpo.utils.prompts.language import detect_lang
+from rpo.utils.schema import ProfileCore
 
 
 def render_system_prompt(

@@ -1,19 +1,18 @@
 """LLM-backed conversation roles: the responder, the simulated user and the critic/refiner.
 
-They implement the protocols of `rpo.utils.interfaces` (plus `Refiner` here), so stages work the
+They implement the protocols of `rpo.utils.roles.protocols`, so stages work the
 same with rule-based or in-process stand-ins.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any
 
-from rpo.utils.evaluate_utils import resolve_lang
-from rpo.utils.interfaces import Messages, Verdicts
-from rpo.utils.llm_client import LLMClient
+from rpo.utils.llm.client import LLMClient
 from rpo.utils.prompts import render_lang
-from rpo.utils.records import ProfileCore, UserProfile
+from rpo.utils.prompts.language import resolve_lang
+from rpo.utils.schema import Messages, ProfileCore, UserProfile, Verdicts
 
 DEFAULT_PERSONA = {
     "en": "An ordinary adult who uses chat assistants every day and asks about whatever is on their mind.",
@@ -21,14 +20,6 @@ DEFAULT_PERSONA = {
 }
 _LABEL = re.compile(r"^\s*(user|query|用户|问题)\s*[:：]\s*", re.IGNORECASE)
 _QUOTES = ('""', "''", "“”", "「」")
-
-
-class Refiner(Protocol):
-    async def refine(
-        self, profile: ProfileCore, history: Messages, query: str, response: str, verdicts: Verdicts
-    ) -> str:
-        """A rewrite of `response` meant to follow the constraints `verdicts` marks as broken."""
-        ...
 
 
 class LLMResponder:
@@ -125,7 +116,7 @@ class LLMRefiner:
             constraints=profile.constraints,
             critique=critique.strip(),
         )
-        from rpo.utils.system_prompt import render_system_prompt
+        from rpo.utils.prompts.system_prompt import render_system_prompt
 
         messages: Messages = [
             {"role": "system", "content": render_system_prompt(profile, lang=lang)},

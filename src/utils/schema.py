@@ -1,4 +1,4 @@
-"""Pydantic models for every record the toolkit reads or writes (SPEC §4).
+"""Pydantic models for every record the toolkit reads or writes.
 
 Readers validate with these models so a bad record is reported with its file, line and field
 instead of failing somewhere downstream.
@@ -6,7 +6,9 @@ instead of failing somewhere downstream.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 
 class _Record(BaseModel):
@@ -50,17 +52,25 @@ class Sample(_Record):
     """
 
     response: str
-    follows: list[bool] | None
+    follows: list[StrictBool | None] | None
 
 
 class Turn(_Record):
+    """One turn of a session detail.
+
+    `triggered`, when present, holds the sorted indices of the constraints this turn's query
+    triggers: only those are judged, and the other `follows` entries are None ("not in play").
+    Without it every constraint is in play (files written before trigger selection).
+    """
+
     query: str
     reference_response: str
+    triggered: list[int] | None = None
     samples: list[Sample] = Field(default_factory=list)
 
 
 class SessionDetail(_Record):
-    """Output of sampling + judging, input of pair construction (SPEC §4.2)."""
+    """Output of sampling + judging, input of pair construction."""
 
     session_id: str
     profile: ProfileCore
@@ -75,11 +85,24 @@ class SessionDetail(_Record):
                 f"reversed_constraints has {len(self.reversed_constraints)} items but profile.constraints has {n}"
             )
         for t, turn in enumerate(self.turns):
+            in_play = set(range(n))
+            if turn.triggered is not None:
+                if turn.triggered != sorted(set(turn.triggered)) or not in_play.issuperset(turn.triggered):
+                    raise ValueError(
+                        f"turns[{t}].triggered must be sorted distinct indices in 0..{n - 1}, got {turn.triggered}"
+                    )
+                in_play = set(turn.triggered)
             for s, sample in enumerate(turn.samples):
-                if sample.follows is not None and len(sample.follows) != n:
+                if sample.follows is None:
+                    continue
+                if len(sample.follows) != n:
                     raise ValueError(
                         f"turns[{t}].samples[{s}].follows has {len(sample.follows)} items, expected {n}"
                     )
+                for k, verdict in enumerate(sample.follows):
+                    if (verdict is None) == (k in in_play):
+                        expected = "true or false" if k in in_play else "null (constraint not triggered)"
+                        raise ValueError(f"turns[{t}].samples[{s}].follows[{k}]: expected {expected}")
         return self
 
 
@@ -108,3 +131,37 @@ class PreferenceRecord(_Record):
     margin: float | None = None
     session_id: str | None = None
     turn: int | None = None
+
+
+class SelfPlayTurn(BaseModel):
+    """One kept turn: the plain query, the accepted reply, its verdicts and how many rewrites it took."""
+
+    model_config = ConfigDict(extra="allow")
+
+    query: str
+    reference_response: str
+    follows: list[bool] | None = None
+    refinements: int = 0
+
+
+class SelfPlaySession(BaseModel):
+    """A self-play session: what the sampling stage (`dpo_data_construction`) reads."""
+
+    model_config = ConfigDict(extra="allow")
+
+    session_id: str
+    profile: ProfileCore
+    turns: list[SelfPlayTurn]
+    user_id: str | None = None
+    end_reason: str = ""
+
+
+Messages = list[dict[str, str]]  # OpenAI chat format: [{"role": ..., "content": ...}]
+
+
+@dataclass
+class Verdicts:
+    """A judge's answer for one response: `follows[i]` for constraint i, or None when unjudged."""
+
+    follows: list[bool] | None
+    reasons: list[str] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""The LLM side: one async client for every role, its pipeline config, bounded concurrency."""

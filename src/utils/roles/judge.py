@@ -1,0 +1,135 @@
+"""The LLM judge: one call per response decides every constraint, in order.
+
+Why it is built this way:
+- one call per response (not per constraint) keeps cost linear in the number of responses;
+- each item restates its constraint, then reasons, then gives the verdict, so the verdict comes
+  after the model has re-read the rule and thought about it;
+- answers are parsed tolerantly (`json_repair`), items are aligned by position, and only when
+  positions do not line up by fuzzy matching of the restated constraint;
+- a malformed or wrong-sized answer is retried inside the same conversation (which also gives the
+  retry its own cache key); after `max_attempts` the response is *unjudged* (`follows=None`) and
+  counted, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.prompts import render_lang
+from rpo.utils.prompts.language import resolve_lang
+from rpo.utils.roles.parsing import (
+    REASON_KEYS,
+    RESTATED_KEYS,
+    VERDICT_KEYS,
+    ParseFailure,
+    align,
+    ask_structured,
+    extract_list,
+    first_value,
+    parse_bool,
+)
+from rpo.utils.schema import Messages, ProfileCore, Verdicts
+
+
+@dataclass
+class JudgeStats:
+    """Counters a stage prints at the end: how many responses were judged, retried, left unjudged."""
+
+    judged: int = 0
+    unjudged: int = 0
+    retries: int = 0
+    fuzzy_aligned: int = 0
+    llm_errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"judged {self.judged}, unjudged {self.unjudged}, format retries {self.retries}, "
+            f"aligned by fuzzy match {self.fuzzy_aligned}"
+        )
+
+
+def parse_verdicts(text: str, constraints: Sequence[str]) -> tuple[list[bool], list[str], bool]:
+    """(follows, reasons, fuzzy) from a judge answer, or `ParseFailure` saying what was wrong."""
+    items = extract_list(text)
+    if not all(isinstance(item, dict) for item in items):
+        raise ParseFailure("bad_item")
+    restated = [first_value(item, RESTATED_KEYS) for item in items]
+    order = align([r if isinstance(r, str) else None for r in restated], constraints)
+    if order is None:
+        raise ParseFailure("wrong_count" if len(items) != len(constraints) else "bad_item", got=len(items))
+    follows: list[bool] = []
+    reasons: list[str] = []
+    for index in order:
+        verdict = parse_bool(first_value(items[index], VERDICT_KEYS))
+        if verdict is None:
+            raise ParseFailure("bad_item")
+        follows.append(verdict)
+        reason = first_value(items[index], REASON_KEYS)
+        reasons.append(reason if isinstance(reason, str) else "")
+    return follows, reasons, order != list(range(len(constraints)))
+
+
+class LLMJudge:
+    """`Judge` backed by an LLM role; see the module docstring."""
+
+    def __init__(
+        self,
+        client: LLMClient,
+        role: str = "judge",
+        lang: str | None = None,
+        max_attempts: int = 3,
+        stats: JudgeStats | None = None,
+        template: str = "judge",
+    ):
+        self.client = client
+        self.role = role
+        self.lang = lang
+        self.max_attempts = max_attempts
+        self.stats = stats or JudgeStats()
+        self.template = template
+
+    async def judge(self, profile: ProfileCore, history: Messages, query: str, response: str) -> Verdicts:
+        """Verdicts for every constraint of `profile` (history is not shown: constraints are per turn)."""
+        return await self.judge_list(profile.constraints, query, response, resolve_lang(self.lang, profile))
+
+    async def judge_list(
+        self, constraints: Sequence[str], query: str, response: str, lang: str, **extra: Any
+    ) -> Verdicts:
+        """Judge `response` against the given statements with this judge's template."""
+        if not constraints:
+            self.stats.judged += 1
+            return Verdicts(follows=[], reasons=[])
+        prompt = render_lang(
+            self.template, lang, constraints=list(constraints), query=query, response=response, **extra
+        )
+        parsed = await ask_structured(
+            self.client,
+            self.role,
+            prompt,
+            lang,
+            lambda text: parse_verdicts(text, constraints),
+            expected=len(constraints),
+            keys=("constraint", "reason", "follows"),
+            max_attempts=self.max_attempts,
+            on_retry=self._count_retry,
+        )
+        if parsed is None:
+            self.stats.unjudged += 1
+            return Verdicts(follows=None)
+        follows, reasons, fuzzy = parsed
+        self.stats.judged += 1
+        self.stats.fuzzy_aligned += int(fuzzy)
+        return Verdicts(follows=follows, reasons=reasons)
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
+
+
+def follow_rate(follows: Sequence[bool] | None) -> float:
+    """Share of constraints followed (an empty list counts as fully followed; unjudged as 0)."""
+    if follows is None:
+        return 0.0
+    return sum(follows) / len(follows) if follows else 1.0

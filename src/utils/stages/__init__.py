@@ -1,0 +1,1 @@
+"""The work of each data-construction stage, as functions over records; `src/dsc/` holds their CLIs."""

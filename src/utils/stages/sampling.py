@@ -1,0 +1,195 @@
+"""Sampling and judging: n responses per turn from the policy, each judged per constraint, plus the
+session's constraint reversals; the session detail records that pair construction reads.
+
+The work behind `src/dsc/dpo_data_construction.py`. `sample_sessions` takes the role protocols,
+so the offline demo runs the same code with its rule judge, rule reverser and in-process policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rpo.utils.io import (
+    JsonlAppender,
+    Shard,
+    completed_keys,
+)
+from rpo.utils.llm.concurrency import bounded_map
+from rpo.utils.prompts.system_prompt import render_system_prompt
+from rpo.utils.roles.judge import follow_rate
+from rpo.utils.roles.protocols import Judge, Refiner, Responder, Reverser
+from rpo.utils.schema import Messages, SelfPlaySession, SessionDetail, Turn
+
+
+@dataclass
+class SamplingStats:
+    sessions: int = 0
+    skipped: int = 0
+    turns: int = 0
+    samples: int = 0
+    unjudged: int = 0
+    refined: int = 0
+    reversals_null: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"sessions {self.sessions} (skipped, already done: {self.skipped}), turns {self.turns}, "
+            f"samples {self.samples} (unjudged {self.unjudged}, refined extras {self.refined}), "
+            f"non-reversible constraints {self.reversals_null}"
+        )
+
+
+def policy_messages(session: SelfPlaySession, turn_index: int, lang: str | None) -> Messages:
+    """The policy's view of a turn: system prompt, earlier queries with reference replies, the query."""
+    messages: Messages = [{"role": "system", "content": render_system_prompt(session.profile, lang=lang)}]
+    for turn in session.turns[:turn_index]:
+        messages += [
+            {"role": "user", "content": turn.query},
+            {"role": "assistant", "content": turn.reference_response},
+        ]
+    messages.append({"role": "user", "content": session.turns[turn_index].query})
+    return messages
+
+
+async def sample_turn(
+    session: SelfPlaySession,
+    turn_index: int,
+    responder: Responder,
+    judge: Judge,
+    n: int,
+    lang: str | None,
+    refiner: Refiner | None,
+    refine_threshold: float | None,
+    stats: SamplingStats,
+) -> Turn:
+    """`n` judged samples for one turn (plus a judged rewrite of the best when asked and needed)."""
+    messages = policy_messages(session, turn_index, lang)
+    history, query = messages[1:-1], messages[-1]["content"]
+    started = time.monotonic()
+    responses = await responder.respond(messages, n)
+    sampled_s = time.monotonic() - started
+    verdicts = list(
+        await asyncio.gather(*(judge.judge(session.profile, history, query, r) for r in responses))
+    )
+    refined = [False] * len(responses)
+    if refiner is not None and refine_threshold is not None and responses:
+        rates = [follow_rate(v.follows) for v in verdicts]
+        best = max(range(len(responses)), key=rates.__getitem__)
+        if verdicts[best].follows is not None and rates[best] < refine_threshold:
+            rewrite = await refiner.refine(session.profile, history, query, responses[best], verdicts[best])
+            responses.append(rewrite)
+            verdicts.append(await judge.judge(session.profile, history, query, rewrite))
+            refined.append(True)
+            stats.refined += 1
+    samples: list[dict[str, Any]] = []
+    for response, verdict, was_refined in zip(responses, verdicts, refined):
+        sample: dict[str, Any] = {"response": response, "follows": verdict.follows}
+        if verdict.reasons:
+            sample["judge_reasons"] = verdict.reasons
+        if was_refined:
+            sample["refined"] = True
+        samples.append(sample)
+        stats.unjudged += int(verdict.follows is None)
+    stats.samples += len(samples)
+    stats.turns += 1
+    turn = session.turns[turn_index]
+    return Turn(
+        query=turn.query,
+        reference_response=turn.reference_response,
+        samples=samples,
+        sampling_s=round(sampled_s, 3),
+        judging_s=round(time.monotonic() - started - sampled_s, 3),
+    )
+
+
+async def sample_session(
+    session: SelfPlaySession,
+    responder: Responder,
+    judge: Judge,
+    reverser: Reverser,
+    n: int = 5,
+    lang: str | None = None,
+    refiner: Refiner | None = None,
+    refine_threshold: float | None = None,
+    stats: SamplingStats | None = None,
+    extras: dict[str, Any] | None = None,
+) -> SessionDetail:
+    """The detail record of one session: reversals plus judged samples for every turn."""
+    stats = stats if stats is not None else SamplingStats()
+    reversed_constraints, turns = await asyncio.gather(
+        reverser.reverse(session.profile),
+        asyncio.gather(
+            *(
+                sample_turn(session, t, responder, judge, n, lang, refiner, refine_threshold, stats)
+                for t in range(len(session.turns))
+            )
+        ),
+    )
+    stats.sessions += 1
+    stats.reversals_null += sum(r is None for r in reversed_constraints)
+    profile = session.profile.model_dump(include={"name", "description", "skills", "constraints"})
+    return SessionDetail.model_validate(
+        {
+            "session_id": session.session_id,
+            "profile": profile,
+            "reversed_constraints": reversed_constraints,
+            "turns": [t.model_dump(exclude_unset=True) for t in turns],
+            **(extras or {}),
+        }
+    )
+
+
+async def sample_sessions(
+    sessions: Iterable[SelfPlaySession],
+    responder: Responder,
+    judge: Judge,
+    reverser: Reverser,
+    n: int = 5,
+    concurrency: int = 4,
+    output_path: str | Path = "data/rpo_data/detail.jsonl",
+    shard: Shard | str | None = None,
+    lang: str | None = None,
+    refiner: Refiner | None = None,
+    refine_threshold: float | None = None,
+    extras: dict[str, Any] | None = None,
+    desc: str | None = "sampling",
+) -> SamplingStats:
+    """Sample every session of this shard not yet in `output_path`, appending each as it finishes.
+
+    Sessions without turns are skipped (nothing to sample). `extras` (e.g. sampler/judge model
+    names) are stored on every record. Returns the counts.
+    """
+    shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
+    stats = SamplingStats()
+    done = completed_keys(output_path, lambda obj: obj.get("session_id"))
+    todo = []
+    for session in shard.select(sessions):
+        if session.session_id in done:
+            stats.skipped += 1
+        elif session.turns:
+            todo.append(session)
+
+    async def run(session: SelfPlaySession) -> SessionDetail:
+        return await sample_session(
+            session,
+            responder,
+            judge,
+            reverser,
+            n=n,
+            lang=lang,
+            refiner=refiner,
+            refine_threshold=refine_threshold,
+            stats=stats,
+            extras=extras,
+        )
+
+    with JsonlAppender(output_path) as out:
+        async for _, detail in bounded_map(run, todo, concurrency, desc=desc):
+            out.write(detail)
+    return stats
+
+

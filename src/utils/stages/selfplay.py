@@ -1,0 +1,213 @@
+"""Self-play: a simulated user asks, a strong model answers, the judge keeps the turns that follow
+the profile; the sessions it writes are the SFT data and the history for sampling.
+
+The work behind `src/dsc/sft_data_construction.py`; the offline demo runs the same `self_play`
+with its rule roles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rpo.utils.io import (
+    JsonArrayWriter,
+    JsonlAppender,
+    completed_keys,
+    read_jsonl,
+    update_dataset_info,
+)
+from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.concurrency import bounded_map
+from rpo.utils.prompts import render_lang
+from rpo.utils.prompts.language import resolve_lang
+from rpo.utils.prompts.system_prompt import render_system_prompt
+from rpo.utils.roles.conversation import LLMRefiner, LLMResponder, LLMUserSimulator
+from rpo.utils.roles.judge import JudgeStats, LLMJudge, follow_rate
+from rpo.utils.roles.protocols import Judge, Refiner, Responder, UserSimulator
+from rpo.utils.schema import Messages, ProfileCore, SelfPlaySession, SelfPlayTurn, SystemProfile, UserProfile
+
+
+@dataclass
+class SelfPlayStats:
+    sessions: int = 0
+    skipped: int = 0
+    turns: int = 0
+    refinements: int = 0
+    below_threshold: int = 0
+    unjudged: int = 0
+    empty_sessions: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"sessions {self.sessions} (skipped, already done: {self.skipped}; with no kept turn: "
+            f"{self.empty_sessions}), turns kept {self.turns}, refinements {self.refinements}, "
+            f"sessions ended below threshold {self.below_threshold}, turns left unjudged {self.unjudged}"
+        )
+
+
+def response_messages(profile: ProfileCore, history: Messages, query: str, lang: str) -> Messages:
+    """System prompt, history, then the query with the constraints restated after it."""
+    return [
+        {"role": "system", "content": render_system_prompt(profile, lang=lang)},
+        *history,
+        {
+            "role": "user",
+            "content": render_lang("response", lang, query=query, constraints=profile.constraints),
+        },
+    ]
+
+
+async def self_play(
+    profile: ProfileCore,
+    user_sim: UserSimulator,
+    responder: Responder,
+    judge: Judge,
+    max_turns: int = 5,
+    refiner: Refiner | None = None,
+    threshold: float = 0.8,
+    max_refines: int = 3,
+    n_candidates: int = 1,
+    session_id: str | None = None,
+    lang: str | None = None,
+    stats: SelfPlayStats | None = None,
+) -> SelfPlaySession:
+    """Run one session (see the module docstring for when turns are kept and sessions end)."""
+    stats = stats if stats is not None else SelfPlayStats()
+    lang = resolve_lang(lang, profile)
+    history: Messages = []
+    turns: list[SelfPlayTurn] = []
+    end_reason = "max_turns"
+    for turn_index in range(max_turns):
+        query = await user_sim.next_query(profile, history, turn_index)
+        candidates = await responder.respond(response_messages(profile, history, query, lang), n_candidates)
+        verdicts = await asyncio.gather(*(judge.judge(profile, history, query, c) for c in candidates))
+        best_rate, best, best_verdicts = max(
+            ((follow_rate(v.follows), c, v) for c, v in zip(candidates, verdicts)), key=lambda t: t[0]
+        )
+        refinements = 0
+        while best_rate < threshold and refiner is not None and refinements < max_refines:
+            if best_verdicts.follows is None:
+                break
+            refinements += 1
+            rewrite = await refiner.refine(profile, history, query, best, best_verdicts)
+            rewrite_verdicts = await judge.judge(profile, history, query, rewrite)
+            if rewrite_verdicts.follows is not None and follow_rate(rewrite_verdicts.follows) >= best_rate:
+                best_rate, best, best_verdicts = (
+                    follow_rate(rewrite_verdicts.follows),
+                    rewrite,
+                    rewrite_verdicts,
+                )
+        stats.refinements += refinements
+        if best_verdicts.follows is None:
+            stats.unjudged += 1
+            end_reason = "unjudged"
+            break
+        if best_rate < threshold:
+            stats.below_threshold += 1
+            end_reason = "below_threshold"
+            break
+        turns.append(
+            SelfPlayTurn(
+                query=query, reference_response=best, follows=best_verdicts.follows, refinements=refinements
+            )
+        )
+        history = [*history, {"role": "user", "content": query}, {"role": "assistant", "content": best}]
+    stats.sessions += 1
+    stats.turns += len(turns)
+    stats.empty_sessions += int(not turns)
+    sid = session_id or getattr(profile, "id", None) or profile.name
+    return SelfPlaySession(session_id=sid, profile=profile, turns=turns, end_reason=end_reason)
+
+
+def sft_record(session: SelfPlaySession, lang: str | None = None) -> dict[str, Any] | None:
+    """One sharegpt conversation for a session with kept turns (None for an empty session)."""
+    if not session.turns:
+        return None
+    messages = [{"from": "system", "value": render_system_prompt(session.profile, lang=lang)}]
+    for turn in session.turns:
+        messages += [
+            {"from": "human", "value": turn.query},
+            {"from": "gpt", "value": turn.reference_response},
+        ]
+    return {"conversations": messages, "session_id": session.session_id}
+
+
+def build_sft_dataset(
+    sessions_path: str | Path, output_dir: str | Path, dataset_name: str, lang: str | None = None
+) -> int:
+    """Write `{output_dir}/{dataset_name}.json` from a sessions JSONL and register it; returns the count."""
+    output_dir = Path(output_dir)
+    with JsonArrayWriter(output_dir / f"{dataset_name}.json") as writer:
+        for session in read_jsonl(sessions_path, SelfPlaySession):
+            record = sft_record(session, lang)
+            if record is not None:
+                writer.write(record)
+    update_dataset_info(
+        output_dir,
+        dataset_name,
+        {
+            "file_name": f"{dataset_name}.json",
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations"},
+        },
+    )
+    return writer.count
+
+
+async def run_self_play(
+    profiles: Iterable[tuple[int, SystemProfile]],
+    users: list[UserProfile],
+    client: LLMClient,
+    output_path: Path,
+    max_turns: int,
+    threshold: float,
+    max_refines: int,
+    n_candidates: int,
+    concurrency: int,
+    lang: str | None,
+) -> tuple[SelfPlayStats, JudgeStats]:
+    """Self-play every (index, profile) not yet in `output_path`, appending each session as it ends.
+
+    The index (position in the unsharded input) picks the user profile, round-robin.
+    """
+    stats = SelfPlayStats()
+    judge_stats = JudgeStats()
+    done = completed_keys(output_path, lambda obj: obj.get("session_id"))
+    judge = LLMJudge(client, lang=lang, stats=judge_stats)
+    responder = LLMResponder(client, role="response")
+    refiner = LLMRefiner(client, lang=lang)
+    todo = []
+    for index, profile in profiles:
+        if profile.id in done:
+            stats.skipped += 1
+        else:
+            todo.append((index, profile))
+
+    async def play(item: tuple[int, SystemProfile]) -> SelfPlaySession:
+        index, profile = item
+        user = users[index % len(users)] if users else None
+        session = await self_play(
+            profile,
+            LLMUserSimulator(client, user, lang=lang),
+            responder,
+            judge,
+            max_turns=max_turns,
+            refiner=refiner,
+            threshold=threshold,
+            max_refines=max_refines,
+            n_candidates=n_candidates,
+            session_id=profile.id,
+            lang=lang,
+            stats=stats,
+        )
+        return session.model_copy(update={"user_id": user.id if user else None})
+
+    with JsonlAppender(output_path) as out:
+        async for _, session in bounded_map(play, todo, concurrency, desc="self-play"):
+            out.write(session)
+    return stats, judge_stats
+
+
