@@ -1,19 +1,24 @@
 """Safe, streaming file I/O shared by every stage.
 
-- readers validate each record and name file, line and field on failure (`InputError`);
+- readers validate each record and name file, line and field on failure (`InputError`); an empty
+  input and a repeated id are refused, since either would silently build nothing or twice;
 - long stages append JSONL and resume from what is already there (`JsonlAppender`, `completed_keys`);
 - whole files are written to a temp file and renamed (`atomic_write`, `JsonArrayWriter`);
+- one writer per output: appenders and dataset writers hold a lock file beside their output
+  (`output_lock`), so a second run on the same output refuses instead of doubling it;
 - work can be split into shards (`Shard`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import gzip
 import json
 import os
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +55,8 @@ def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -
         obj = json.loads(line)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise InputError(f"{path}: line {lineno}: invalid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
     try:
@@ -60,15 +67,54 @@ def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -
         raise InputError(f"{path}: line {lineno}{record}: {describe_validation_error(err)}") from None
 
 
-def read_jsonl(path: str | Path, model: type[T]) -> Iterator[T]:
-    """Stream validated records from a JSONL(.gz) file; blank lines are skipped."""
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """The numbered non-blank lines of a UTF-8 (optionally gzipped) text file.
+
+    Lines are decoded one by one, so a bad byte is reported with its line; a leading byte-order
+    mark is dropped; unreadable files and corrupt gzip data become one-line `InputError`s.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                yield parse_jsonl_line(line, model, path, lineno)
+    lineno = 0
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise InputError(f"{path}: line {lineno}: not valid UTF-8 (byte {err.start + 1})") from None
+                if line.strip():
+                    yield lineno, line
+    except (OSError, EOFError, zlib.error) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+        raise InputError(f"{path}: line {lineno + 1}: cannot read ({reason})") from None
+
+
+def read_jsonl(path: str | Path, model: type[T], unique: str | None = None) -> Iterator[T]:
+    """Stream validated records from a JSONL(.gz) file; blank lines are skipped.
+
+    A file without records is refused (a stage that reads nothing builds nothing); with `unique`,
+    so is a repeated value of that field (two records for one id would double its data).
+    """
+    first_seen: dict[Any, int] = {}
+    for lineno, line in iter_lines(path):
+        record = parse_jsonl_line(line, model, path, lineno)
+        if unique is not None:
+            value = getattr(record, unique)
+            if value in first_seen:
+                raise InputError(
+                    f"{path}: line {lineno}: field {unique}: duplicate id {value!r} "
+                    f"(first at line {first_seen[value]})"
+                )
+            first_seen[value] = lineno
+        elif not first_seen:
+            first_seen[None] = lineno
+        yield record
+    if not first_seen:
+        raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
 
 
 def read_jsonl_dicts(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -91,6 +137,43 @@ def dumps(record: BaseModel | dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
+@contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold the lock file `.{name}.lock` beside `path` while writing it.
+
+    A second run on the same output refuses at once with a line naming the holder, instead of
+    interleaving with the first or appending every record twice. The lock is an flock, so a killed
+    run never leaves a stale one; the file is removed on release (a run that locked a file just
+    removed checks the inode and locks the new one instead).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(f".{path.name}.lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise InputError(
+                f"{path}: another run is writing this output ({holder}); wait for it or choose another output"
+            ) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n".encode(), 0)
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
 class JsonlAppender:
     """Append-only JSONL output that survives interruption.
 
@@ -100,16 +183,24 @@ class JsonlAppender:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_torn_tail(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = output_lock(self.path)
+        self._lock.__enter__()
+        try:
+            _truncate_torn_tail(self.path)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
 
     def write(self, record: BaseModel | dict[str, Any]) -> None:
         self._fh.write(dumps(record) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        finally:
+            self._lock.__exit__(None, None, None)
 
     def __enter__(self) -> JsonlAppender:
         return self
@@ -180,12 +271,18 @@ class JsonArrayWriter:
     """
 
     def __init__(self, path: str | Path):
+        self._lock = output_lock(path)
         self._ctx = atomic_write(path)
         self._fh: IO[str] | None = None
         self.count = 0
 
     def __enter__(self) -> JsonArrayWriter:
-        self._fh = self._ctx.__enter__()
+        self._lock.__enter__()
+        try:
+            self._fh = self._ctx.__enter__()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         self._fh.write("[")
         self._fh.flush()  # from here on, records go straight to the file descriptor
         return self
@@ -208,7 +305,10 @@ class JsonArrayWriter:
         if exc_type is None:
             assert self._fh is not None
             self._fh.write("\n]\n" if self.count else "]\n")
-        self._ctx.__exit__(exc_type, exc, tb)
+        try:
+            self._ctx.__exit__(exc_type, exc, tb)
+        finally:
+            self._lock.__exit__(None, None, None)
 
 
 def write_all(fd: int, pieces: Sequence[bytes], offset: int | None = None) -> None:
