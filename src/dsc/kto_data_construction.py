@@ -1,7 +1,7 @@
 """Build the KTO dataset from a judged session detail file (paper appendix D.1).
 
     python src/dsc/kto_data_construction.py [--detail_path=data/rpo_data/demo_detail.jsonl]
-        [--output_dir=data] [--dataset_name=kto] [--workers=N]
+        [--output_dir=data] [--dataset_name=kto]
 
 Per turn, the highest-scoring sample is desirable under a prompt without the constraints it failed,
 the lowest-scoring one undesirable under a prompt without those it followed.
@@ -19,10 +19,9 @@ def main(
     detail_path: str = "data/rpo_data/demo_detail.jsonl",
     output_dir: str = "data",
     dataset_name: str = "kto",
-    workers: int | None = None,
 ) -> None:
     """Build and register the KTO dataset, then print its summary."""
-    print(build_kto_dataset(detail_path, output_dir, dataset_name, workers).summary())
+    print(build_kto_dataset(detail_path, output_dir, dataset_name).summary())
 
 
 if __name__ == "__main__":
