@@ -103,6 +103,8 @@ def _count_table4(counts: RpoCounts, pool: TurnPool, emitted: list[RpoPair]) -> 
         flipped = _mask([k for k, reversed_ in pair.prompt.stated if reversed_])
         flags = reversed_pair_flags(masks[pair.chosen], masks[pair.rejected], kept, flipped)
         reverse = [have or flag for have, flag in zip(reverse, flags)]
+        if all(reverse):
+            break
     direct = direct_flags(masks, _mask(pool.play))
     counts.efficiency.add_turn(len(pool.play), direct, (reverse[0], reverse[1], reverse[2]))
 
@@ -145,23 +147,31 @@ def rpo_records(
     """A session's RPO records, turn by turn, pair by pair (i over j, then j over i)."""
     profile = session.profile
     lang = detect_lang(profile)
-    prompts: dict[tuple[str, ...], str] = {}
+    rendered: dict[tuple[str, ...], str] = {}  # a session's prompts: samples of many turns share them
+
+    def system_prompt(pool: TurnPool, pair: RpoPair) -> str:
+        texts = prompt_constraints(
+            profile.constraints, session.reversed_constraints, pair.prompt, pool.play, which_constraints
+        )
+        key = tuple(texts)
+        if key not in rendered:
+            rendered[key] = render_system_prompt(profile, texts, lang)
+        return rendered[key]
+
     for pool, history, emitted in _rpo_turns(session, counts, non_reversible):
+        query = _message("human", pool.query)
+        answers = [_message("gpt", response) for response in pool.responses]
+        systems: dict[int, Message] = {}  # by chosen sample: its prompt is the same in all its pairs
         for pair in emitted:
             if select is not None and not select(pair.margin):
                 continue
             _count_rpo_pair(counts, pair)
-            texts = tuple(
-                prompt_constraints(
-                    profile.constraints, session.reversed_constraints, pair.prompt, pool.play, which_constraints
-                )
-            )
-            if texts not in prompts:
-                prompts[texts] = render_system_prompt(profile, list(texts), lang)
+            if pair.chosen not in systems:
+                systems[pair.chosen] = _message("system", system_prompt(pool, pair))
             yield {
-                "conversations": [_message("system", prompts[texts]), *history, _message("human", pool.query)],
-                "chosen": _message("gpt", pool.responses[pair.chosen]),
-                "rejected": _message("gpt", pool.responses[pair.rejected]),
+                "conversations": [systems[pair.chosen], *history, query],
+                "chosen": answers[pair.chosen],
+                "rejected": answers[pair.rejected],
                 "margin": pair.margin,
                 "session_id": session.session_id,
                 "turn": pool.number,

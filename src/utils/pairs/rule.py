@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Follows = Sequence[bool | None]
 NonReversible = Literal["drop", "skip"]
@@ -80,8 +80,7 @@ def rpo_margin(chosen: Follows, rejected: Follows, prompt: ReversedPrompt) -> in
     return sum(chosen[k] != rejected[k] for k, _ in prompt.stated)
 
 
-@dataclass(frozen=True)
-class RpoPair:
+class RpoPair(NamedTuple):
     """Sample `chosen` over sample `rejected` under `prompt`, and whether the pair is emitted."""
 
     chosen: int
