@@ -149,6 +149,19 @@ def _flat_profile(profile: dict[str, Any]) -> str:
     )
 
 
+def _perfect_for(item: dict[str, Any], reversal_map: dict[str, str | None]) -> list[str]:
+    """The constraints that make a sample perfect: its failed ones replaced by the reversal of the
+    most similar constraint in the map."""
+    out = []
+    for point in item["detail"]:
+        if point["result"]:
+            out.append(point["constraint"])
+        else:
+            reversal = reversal_map[_most_similar(point["constraint"], list(reversal_map))]  # type: ignore[index]
+            out.append(point["constraint"] if reversal is None else reversal)
+    return out
+
+
 def authors(detail_path: str, output_path: str) -> None:
     """The authors' pair construction on a detail file; prints its record count and peak RSS."""
     with open(detail_path, encoding="utf-8") as fh:
@@ -157,7 +170,6 @@ def authors(detail_path: str, output_path: str) -> None:
     for session in sessions:
         profile = session["profile"]
         reversal_map = dict(zip(profile["constraints"], session["reversed_constraints"]))
-        keys = list(reversal_map)
         structured = {k: profile.get(k, "") for k in ("name", "description", "skills", "constraints")}
         messages: list[dict[str, str]] = []
         for tid, turn in enumerate(session["turns"]):
@@ -165,7 +177,10 @@ def authors(detail_path: str, output_path: str) -> None:
             evaluations = [
                 {
                     "response": sample["response"],
-                    "detail": [{"constraint": c, "result": f} for c, f in zip(profile["constraints"], sample["follows"])],
+                    "detail": [
+                        {"constraint": c, "result": f}
+                        for c, f in zip(profile["constraints"], sample["follows"])
+                    ],
                 }
                 for sample in turn["samples"]
                 if sample["follows"] is not None
@@ -178,24 +193,13 @@ def authors(detail_path: str, output_path: str) -> None:
                 ]
                 if not differing:
                     continue
-
-                def perfect_for(item: dict[str, Any]) -> list[str]:
-                    out = []
-                    for point in item["detail"]:
-                        if point["result"]:
-                            out.append(point["constraint"])
-                        else:
-                            reversal = reversal_map[_most_similar(point["constraint"], keys)]  # type: ignore[index]
-                            out.append(point["constraint"] if reversal is None else reversal)
-                    return out
-
                 pairs.append(
                     {
                         "difference_count": len(differing),
                         "response1": first["response"],
                         "response2": second["response"],
-                        "constraints1": perfect_for(first),
-                        "constraints2": perfect_for(second),
+                        "constraints1": _perfect_for(first, reversal_map),
+                        "constraints2": _perfect_for(second, reversal_map),
                     }
                 )
             pairs.sort(key=lambda pair: pair["difference_count"], reverse=True)
@@ -266,7 +270,9 @@ def main(sessions: int = 2000, turns: int = 3, samples: int = 5, seed: int = 0, 
         build_s, author_s = min(s for s, _ in builds), min(s for s, _ in authored)
         small_build, small_authors = run_build(small), run_authors(small)
 
-        print(f"input: {sessions} sessions x {turns} turns x {samples} samples, {detail.stat().st_size / 2**20:.0f} MiB")
+        print(
+            f"input: {sessions} sessions x {turns} turns x {samples} samples, {detail.stat().st_size / 2**20:.0f} MiB"
+        )
         print(f"records: build {builds[0][1]['records']}, authors {authored[0][1]['records']}")
         print(f"authors' algorithm: {author_s:.2f} s (runs: {_times(authored)})")
         print(f"build_rpo_dataset: {build_s:.2f} s (runs: {_times(builds)})")

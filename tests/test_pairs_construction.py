@@ -257,7 +257,9 @@ def test_builders_write_the_records_as_json_dumps_lays_them_out(tmp_path: Path, 
         {"name": " N", "skills": [], "constraints": ["p", "q", "r"]},
     ],
 )
-def test_prompts_of_awkward_texts_are_rendered_as_the_template_renders_them(tmp_path: Path, profile: dict) -> None:
+def test_prompts_of_awkward_texts_are_rendered_as_the_template_renders_them(
+    tmp_path: Path, profile: dict
+) -> None:
     data = session_dict()
     data["profile"] = profile
     data["reversed_constraints"] = ["not a  ", None, "\tnot c"]
@@ -269,7 +271,9 @@ def test_prompts_of_awkward_texts_are_rendered_as_the_template_renders_them(tmp_
     assert (first["chosen"]["value"], first["rejected"]["value"]) == ("A", "B")
     assert first["conversations"][0]["value"] == render_system_prompt(core, profile["constraints"])
     second = written[1]  # B over A: B follows c0, fails c1 (no reversal: left out) and c2 (reversed)
-    assert second["conversations"][0]["value"] == render_system_prompt(core, [profile["constraints"][0], "\tnot c"])
+    assert second["conversations"][0]["value"] == render_system_prompt(
+        core, [profile["constraints"][0], "\tnot c"]
+    )
 
 
 def test_margins_are_integers_in_the_file(tmp_path: Path) -> None:

@@ -27,8 +27,16 @@ GOLDEN = {  # (input, build): (records, bytes, sha256)
     ("demo", "rpo_skip"): (133, 162849, "f5907ab174c9ebd28b6997885b05c39691d1822fe8b0cf6bd93b2813d4ea7e2c"),
     ("demo", "dpo"): (61, 74583, "ef796e9fec2827b8d5acd03cb034e3e6caccb57a23229e18abd26a91e8b27ee4"),
     ("demo", "kto"): (34, 35942, "9ce9830fd0521cce385efe4efff07f7099bcd024885812660fd03bb1b438b051"),
-    ("generated", "rpo_drop"): (4991, 2712875, "0c72093cfcd7c1e8eff9ab90652f8eda9a8f20a44215a7efcaaeff5efb21ba7d"),
-    ("generated", "rpo_skip"): (3562, 1950281, "ca801f3c690cb4c11e091fda7b600837e98c1353d7850abd096266953e03c205"),
+    ("generated", "rpo_drop"): (
+        4991,
+        2712875,
+        "0c72093cfcd7c1e8eff9ab90652f8eda9a8f20a44215a7efcaaeff5efb21ba7d",
+    ),
+    ("generated", "rpo_skip"): (
+        3562,
+        1950281,
+        "ca801f3c690cb4c11e091fda7b600837e98c1353d7850abd096266953e03c205",
+    ),
     ("generated", "dpo"): (2035, 1083749, "dfd223b0a5965687e013bae2303dc526554fb76770e787ce82feea1df8b448b6"),
     ("generated", "kto"): (1466, 643038, "86b578d5ef05c302e9cd3ae6dc1d961c2f48d990a059988c93312277c076e7db"),
 }

@@ -3,6 +3,7 @@ exit status 2, nothing written."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "rpo_data" / "demo_detail.jsonl"
-CLIS = {name: ROOT / "src" / "dsc" / f"{name}.py" for name in ("rpo_data_construction", "kto_data_construction", "data_stats")}
+CLIS = {
+    name: ROOT / "src" / "dsc" / f"{name}.py"
+    for name in ("rpo_data_construction", "kto_data_construction", "data_stats")
+}
 
 
 def refused(tmp_path: Path, cli: str, *args: str) -> str:
@@ -37,7 +41,10 @@ def refused(tmp_path: Path, cli: str, *args: str) -> str:
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--dataset_name=../../x"], "--dataset_name: expected a plain file name without directories, got '../../x'"),
+        (
+            ["--dataset_name=../../x"],
+            "--dataset_name: expected a plain file name without directories, got '../../x'",
+        ),
         (["--dataset_name=a/b"], "--dataset_name: expected a plain file name without directories, got 'a/b'"),
         (["--min_margin=abc"], "--min_margin: expected a whole number, got 'abc'"),
         (["--max_margin=1.5"], "--max_margin: expected a whole number, got 1.5"),
@@ -47,7 +54,10 @@ def refused(tmp_path: Path, cli: str, *args: str) -> str:
         (["--seed=x"], "--seed: expected a whole number, got 'x'"),
         (["--prompt_constraints=some"], "--prompt_constraints: expected triggered or all, got 'some'"),
         (["--non_reversible=keep"], "--non_reversible: expected drop or skip, got 'keep'"),
-        (["--gap_buckets", "--min_margin=2"], "--gap_buckets: sets the margins itself; leave out --min_margin and --max_margin"),
+        (
+            ["--gap_buckets", "--min_margin=2"],
+            "--gap_buckets: sets the margins itself; leave out --min_margin and --max_margin",
+        ),
         (["--gap_buckets", "--max_pairs=0"], "--max_pairs: expected at least 1, got 0"),
     ],
 )
@@ -82,3 +92,13 @@ def test_empty_inputs(tmp_path: Path, text: str) -> None:
         assert refused(tmp_path, cli, f"--detail_path={detail}") == (
             f"error: {detail}: no records (the file is empty or holds only blank lines)"
         )
+
+
+def test_a_lone_surrogate_is_named_with_its_record(tmp_path: Path) -> None:
+    session = json.loads(DEMO.read_text(encoding="utf-8").splitlines()[0])
+    session["turns"][0]["samples"][0]["response"] = "half \ud800 a character"
+    detail = tmp_path / "d.jsonl"
+    detail.write_text(json.dumps(session) + "\n", encoding="utf-8")
+    assert refused(tmp_path, "rpo_data_construction", f"--detail_path={detail}") == (
+        f"error: {detail}: record demo_trailhead: a text holds a lone surrogate escape, not valid UTF-8"
+    )

@@ -31,8 +31,16 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     [
         ({"min_margin": 2}, 113, "selection: --min_margin=2 removed 39"),
         ({"max_margin": 3}, 129, "selection: --max_margin=3 removed 23"),
-        ({"min_margin": 2, "max_margin": 3}, 90, "selection: --min_margin=2 removed 39; --max_margin=3 removed 23"),
-        ({"min_margin": 3, "max_margin": 3}, 38, "selection: --min_margin=3 removed 91; --max_margin=3 removed 23"),
+        (
+            {"min_margin": 2, "max_margin": 3},
+            90,
+            "selection: --min_margin=2 removed 39; --max_margin=3 removed 23",
+        ),
+        (
+            {"min_margin": 3, "max_margin": 3},
+            38,
+            "selection: --min_margin=3 removed 91; --max_margin=3 removed 23",
+        ),
     ],
 )
 def test_margin_range(tmp_path: Path, full: list[dict], flags: dict, written: int, line: str) -> None:
@@ -88,7 +96,11 @@ def test_selection_sample_keeps_exactly_the_size_asked() -> None:
 def test_gap_buckets_equal_sizes_registered(tmp_path: Path, full: list[dict]) -> None:
     counts = build_rpo_gap_buckets(DEMO, tmp_path, "rpo")
     buckets = {name: records(tmp_path / f"{name}.json") for name in ("rpo_gap_ge3", "rpo_gap_2", "rpo_gap_1")}
-    assert {name: len(rs) for name, rs in buckets.items()} == {"rpo_gap_ge3": 39, "rpo_gap_2": 39, "rpo_gap_1": 39}
+    assert {name: len(rs) for name, rs in buckets.items()} == {
+        "rpo_gap_ge3": 39,
+        "rpo_gap_2": 39,
+        "rpo_gap_1": 39,
+    }
     assert {r["margin"] for r in buckets["rpo_gap_ge3"]} == {3, 4, 5}
     assert {r["margin"] for r in buckets["rpo_gap_2"]} == {2}
     assert buckets["rpo_gap_1"] == [r for r in full if r["margin"] == 1]  # the smallest bucket, whole

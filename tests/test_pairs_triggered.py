@@ -67,10 +67,14 @@ def rows(records: list[dict]) -> list[tuple]:
 def test_rule_reverses_and_counts_only_triggered_constraints() -> None:
     a, c = [T, T, N, F, N], [T, F, N, F, N]
     reversible = [r is not None for r in R]
-    assert reversed_prompt(a, (0, 1, 3), reversible) == ReversedPrompt(((0, False), (1, False), (3, True)), ())
+    assert reversed_prompt(a, (0, 1, 3), reversible) == ReversedPrompt(
+        ((0, False), (1, False), (3, True)), ()
+    )
     c_prompt = reversed_prompt(c, (0, 1, 3), reversible)
     assert c_prompt == ReversedPrompt(((0, False), (3, True)), (1,))  # c1 failed, no reversal: left out
-    assert rpo_margin(c, a, c_prompt) == 0 and rpo_margin(a, c, reversed_prompt(a, (0, 1, 3), reversible)) == 1
+    assert (
+        rpo_margin(c, a, c_prompt) == 0 and rpo_margin(a, c, reversed_prompt(a, (0, 1, 3), reversible)) == 1
+    )
     assert prompt_constraints(C, R, c_prompt, (0, 1, 3)) == ["C0.", "R3."]
     assert prompt_constraints(C, R, c_prompt, (0, 1, 3), "all") == ["C0.", "C2.", "R3.", "C4."]
 
@@ -105,7 +109,9 @@ def test_rpo_records_with_triggered_prompts() -> None:
 
 
 def test_prompt_constraints_all_keeps_the_untriggered_ones_as_written() -> None:
-    records = list(rpo_records(SessionDetail.model_validate(session_dict()), RpoCounts(), which_constraints="all"))
+    records = list(
+        rpo_records(SessionDetail.model_validate(session_dict()), RpoCounts(), which_constraints="all")
+    )
     assert rows(records) == [
         (1, "A", "B", 2, prompt(["C0.", "C1.", "C2.", "R3.", "C4."])),
         (1, "B", "A", 2, prompt(["R0.", "C1.", "C2.", "C3.", "C4."])),
@@ -127,7 +133,10 @@ def test_dpo_and_kto_score_only_triggered_constraints() -> None:
     ]
     assert {r["conversations"][0]["value"] for r in dpo} == {prompt(C)}
     kto = list(kto_records(session, KtoCounts()))
-    assert [(r["turn"], r["kto_tag"], r["conversations"][-1]["value"], r["conversations"][0]["value"]) for r in kto] == [
+    assert [
+        (r["turn"], r["kto_tag"], r["conversations"][-1]["value"], r["conversations"][0]["value"])
+        for r in kto
+    ] == [
         (1, True, "A", prompt(["C0.", "C1."])),  # what A follows of c0, c1, c3
         (1, False, "C", prompt(["C1.", "C3."])),  # what C fails of them
         (2, True, "D", prompt(["C2."])),

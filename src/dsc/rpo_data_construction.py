@@ -38,7 +38,9 @@ def main(
         if gap_buckets is not True:
             raise InputError(f"--gap_buckets: a switch, got {gap_buckets!r}")
         if min_margin is not None or max_margin is not None:
-            raise InputError("--gap_buckets: sets the margins itself; leave out --min_margin and --max_margin")
+            raise InputError(
+                "--gap_buckets: sets the margins itself; leave out --min_margin and --max_margin"
+            )
         counts = build_rpo_gap_buckets(
             detail_path, output_dir, dataset_name, non_reversible, prompt_constraints, max_pairs, seed
         )

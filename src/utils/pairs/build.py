@@ -175,7 +175,9 @@ def build_dpo_dataset(
         selection.plan(_gap_counts(detail_path, lambda session: dpo_gaps(session, DpoCounts())))
     counts = DpoCounts()
     select = selection if selection.active else None
-    _write(detail_path, output_dir, name, DPO_ENTRY, counts, lambda session: dpo_records(session, counts, select))
+    _write(
+        detail_path, output_dir, name, DPO_ENTRY, counts, lambda session: dpo_records(session, counts, select)
+    )
     if selection.active:
         counts.selection = selection.summary()
     return counts
@@ -216,7 +218,9 @@ def build_rpo_gap_buckets(
     smallest = min(buckets.items(), key=lambda item: item[1].candidates(gaps))
     size = smallest[1].candidates(gaps)
     if size == 0:
-        raise InputError(f"--gap_buckets: {detail_path} gives no pairs for {smallest[0]}, so every bucket would be empty")
+        raise InputError(
+            f"--gap_buckets: {detail_path} gives no pairs for {smallest[0]}, so every bucket would be empty"
+        )
     size = size if cap.max_pairs is None else min(size, cap.max_pairs)
     for bucket in buckets.values():
         bucket.max_pairs = size

@@ -30,7 +30,14 @@ from rpo.utils.pairs.rule import (
     prompt_constraints,
     rpo_pairs,
 )
-from rpo.utils.pairs.stats import DpoCounts, KtoCounts, PairCounts, RpoCounts, direct_flags, reversed_pair_flags
+from rpo.utils.pairs.stats import (
+    DpoCounts,
+    KtoCounts,
+    PairCounts,
+    RpoCounts,
+    direct_flags,
+    reversed_pair_flags,
+)
 from rpo.utils.prompts.language import detect_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import SessionDetail
@@ -129,7 +136,9 @@ def _count_rpo_pair(counts: RpoCounts, pair: RpoPair) -> None:
     counts.dropped_constraints += len(pair.prompt.left_out)
 
 
-def rpo_gaps(session: SessionDetail, counts: RpoCounts, non_reversible: NonReversible = "drop") -> Iterator[int]:
+def rpo_gaps(
+    session: SessionDetail, counts: RpoCounts, non_reversible: NonReversible = "drop"
+) -> Iterator[int]:
     """The margins of a session's RPO pairs, counted as `rpo_records` counts them, nothing rendered."""
     for _, _, emitted in _rpo_turns(session, counts, non_reversible):
         for pair in emitted:

@@ -155,8 +155,10 @@ class PairCounts(Tally):
     KIND: ClassVar[str] = ""
     SUMMARY: ClassVar[tuple[str, ...]] = (
         "{KIND} records: {pairs}{destination}",
-        "sessions {sessions}, turns {turns}, samples {samples} "
-        "(unjudged, excluded: {unjudged}; repeated follow vectors, dropped: {duplicates})",
+        (
+            "sessions {sessions}, turns {turns}, samples {samples} "
+            "(unjudged, excluded: {unjudged}; repeated follow vectors, dropped: {duplicates})"
+        ),
     )
 
     sessions: int = 0
@@ -185,8 +187,10 @@ class RpoCounts(PairCounts):
 
     KIND: ClassVar[str] = "rpo"
     SUMMARY: ClassVar[tuple[str, ...]] = PairCounts.SUMMARY + (
-        "non-reversible constraints: {dropped_constraints} left out of emitted prompts, "
-        "{skipped_pairs} pairs skipped, {zero_margin} zero-margin pairs not emitted",
+        (
+            "non-reversible constraints: {dropped_constraints} left out of emitted prompts, "
+            "{skipped_pairs} pairs skipped, {zero_margin} zero-margin pairs not emitted"
+        ),
         "margin histogram:",
         "{histogram}",
         "sample efficiency (paper Table 4, share of turns with >= 2 judged samples):",
@@ -216,7 +220,9 @@ class DpoCounts(PairCounts):
 @dataclass
 class KtoCounts(PairCounts):
     KIND: ClassVar[str] = "kto"
-    SUMMARY: ClassVar[tuple[str, ...]] = PairCounts.SUMMARY + ("desirable {desirable}, undesirable {undesirable}",)
+    SUMMARY: ClassVar[tuple[str, ...]] = PairCounts.SUMMARY + (
+        "desirable {desirable}, undesirable {undesirable}",
+    )
 
     desirable: int = 0
     undesirable: int = 0
