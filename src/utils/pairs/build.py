@@ -114,9 +114,30 @@ def _write(
     counts.output = str(output)
 
 
-def _gap_counts(detail_path: str | Path, gaps_of: Callable[[SessionDetail], Iterable[int]]) -> Counter[int]:
+GapsOf = Callable[[SessionDetail], Iterable[int]]
+
+
+def _gap_counts(detail_path: str | Path, gaps_of: GapsOf) -> Counter[int]:
     """The first pass of a sample: how many pairs of each gap the detail file gives."""
     return Counter(gap for session in read_sessions(detail_path) for gap in gaps_of(session))
+
+
+def _planned(selection: Selection, detail_path: str | Path, gaps_of: GapsOf) -> Selection | None:
+    """The selection ready to be offered pairs (its sample planned on a first pass), or None when
+    no selection flag is used."""
+    if selection.samples:
+        selection.plan(_gap_counts(detail_path, gaps_of))
+    return selection if selection.active else None
+
+
+def _rpo_options(
+    dataset_name: str, non_reversible: str, prompt_constraints: str
+) -> tuple[str, NonReversible, PromptConstraints]:
+    return (
+        options.dataset_name(dataset_name),
+        options.choice("non_reversible", non_reversible, ("drop", "skip")),
+        options.choice("prompt_constraints", prompt_constraints, ("triggered", "all")),
+    )
 
 
 def build_rpo_dataset(
@@ -134,24 +155,22 @@ def build_rpo_dataset(
 
     `min_margin`, `max_margin` and `max_pairs` (a sample drawn with `seed`) select among the pairs.
     """
-    name = options.dataset_name(dataset_name)
-    mode: NonReversible = options.choice("non_reversible", non_reversible, ("drop", "skip"))
-    which: PromptConstraints = options.choice("prompt_constraints", prompt_constraints, ("triggered", "all"))
-    selection = Selection.from_flags(min_margin, max_margin, max_pairs, seed)
-    if selection.samples:
-        selection.plan(_gap_counts(detail_path, lambda session: rpo_gaps(session, RpoCounts(), mode)))
+    name, mode, which = _rpo_options(dataset_name, non_reversible, prompt_constraints)
+    selection = _planned(
+        Selection.from_flags(min_margin, max_margin, max_pairs, seed),
+        detail_path,
+        lambda session: rpo_gaps(session, RpoCounts(), mode),
+    )
     counts = RpoCounts()
-    select = selection if selection.active else None
     _write(
         detail_path,
         output_dir,
         name,
         RPO_ENTRY,
         counts,
-        lambda session: rpo_records(session, counts, mode, which, select),
+        lambda session: rpo_records(session, counts, mode, which, selection),
     )
-    if selection.active:
-        counts.selection = selection.summary()
+    counts.selection = selection.summary() if selection else ""
     return counts
 
 
@@ -170,16 +189,21 @@ def build_dpo_dataset(
     constraints its chosen follows.
     """
     name = options.dataset_name(dataset_name)
-    selection = Selection.from_flags(min_margin, max_margin, max_pairs, seed)
-    if selection.samples:
-        selection.plan(_gap_counts(detail_path, lambda session: dpo_gaps(session, DpoCounts())))
-    counts = DpoCounts()
-    select = selection if selection.active else None
-    _write(
-        detail_path, output_dir, name, DPO_ENTRY, counts, lambda session: dpo_records(session, counts, select)
+    selection = _planned(
+        Selection.from_flags(min_margin, max_margin, max_pairs, seed),
+        detail_path,
+        lambda session: dpo_gaps(session, DpoCounts()),
     )
-    if selection.active:
-        counts.selection = selection.summary()
+    counts = DpoCounts()
+    _write(
+        detail_path,
+        output_dir,
+        name,
+        DPO_ENTRY,
+        counts,
+        lambda session: dpo_records(session, counts, selection),
+    )
+    counts.selection = selection.summary() if selection else ""
     return counts
 
 
@@ -209,9 +233,7 @@ def build_rpo_gap_buckets(
     The size is that of the smallest bucket (at most `max_pairs`); each bucket is a seeded sample of
     its pairs. They are written as `{dataset_name}_gap_ge3`, `_gap_2` and `_gap_1`.
     """
-    name = options.dataset_name(dataset_name)
-    mode: NonReversible = options.choice("non_reversible", non_reversible, ("drop", "skip"))
-    which: PromptConstraints = options.choice("prompt_constraints", prompt_constraints, ("triggered", "all"))
+    name, mode, which = _rpo_options(dataset_name, non_reversible, prompt_constraints)
     cap = Selection.from_flags(max_pairs=max_pairs, seed=seed)
     gaps = _gap_counts(detail_path, lambda session: rpo_gaps(session, RpoCounts(), mode))
     buckets = {f"{name}_{suffix}": Selection(low, high, seed=cap.seed) for suffix, low, high in GAP_BUCKETS}
