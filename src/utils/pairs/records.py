@@ -4,7 +4,8 @@ Records are LLaMA-Factory sharegpt dicts: the pair's system prompt, the earlier 
 reference responses, the query, then chosen and rejected (RPO with its margin, DPO without) or the
 response and its `kto_tag` (KTO). Each function takes one validated `SessionDetail` and adds what it
 saw to the counts it is given; `select`, where taken, is offered each emitted pair's gap in order and
-keeps the pair when it returns True.
+keeps the pair when it returns True. Records of a turn share their message dicts (prompt, history,
+answers): they are written, never changed.
 """
 
 from __future__ import annotations
@@ -104,16 +105,16 @@ def _count_table4(counts: RpoCounts, pool: TurnPool, emitted: list[RpoPair]) -> 
     if pool.judged < 2:
         return
     masks = [_mask([k for k in pool.play if vector[k]]) for vector in pool.vectors]
-    reverse = [False, False, False]
+    valid = dominated = perfect = False
     for pair in emitted:
         kept = _mask([k for k, _ in pair.prompt.stated])
         flipped = _mask([k for k, reversed_ in pair.prompt.stated if reversed_])
-        flags = reversed_pair_flags(masks[pair.chosen], masks[pair.rejected], kept, flipped)
-        reverse = [have or flag for have, flag in zip(reverse, flags)]
-        if all(reverse):
+        v, d, p = reversed_pair_flags(masks[pair.chosen], masks[pair.rejected], kept, flipped)
+        valid, dominated, perfect = valid or v, dominated or d, perfect or p
+        if valid and dominated and perfect:
             break
     direct = direct_flags(masks, _mask(pool.play))
-    counts.efficiency.add_turn(len(pool.play), direct, (reverse[0], reverse[1], reverse[2]))
+    counts.efficiency.add_turn(len(pool.play), direct, (valid, dominated, perfect))
 
 
 def _rpo_turns(
