@@ -252,7 +252,6 @@ def build_rpo_gap_buckets(
         return next(bucket_name for bucket_name, bucket in buckets.items() if bucket.in_range(gap))
 
     counts = RpoCounts()
-    written = Counter[str]()
     output = Path(output_dir)
     with ExitStack() as stack:
         writers = {
@@ -264,11 +263,10 @@ def build_rpo_gap_buckets(
             for record in records:
                 bucket_name = bucket_of(record["margin"])
                 writers[bucket_name].write_encoded(_encoded(detail_path, session, [record])[0])
-                written[bucket_name] += 1
     for bucket_name in buckets:
         update_dataset_info(output_dir, bucket_name, {"file_name": f"{bucket_name}.json", **RPO_ENTRY})
     counts.selection = f"gap buckets, {size} records each (seed {cap.seed}):\n" + "\n".join(
-        f"  {bucket_name} ({_gap_range(bucket)}): {written[bucket_name]} of {bucket.candidates(gaps)}"
+        f"  {bucket_name} ({_gap_range(bucket)}): {writers[bucket_name].count} of {bucket.candidates(gaps)}"
         f" -> {output / f'{bucket_name}.json'}"
         for bucket_name, bucket in buckets.items()
     )
