@@ -161,3 +161,31 @@ def test_data_stats_cli_with_tokenizer_percentiles(repo_copy: Path) -> None:
     assert "records, length in tokens:" in line and "margin histogram" not in proc.stdout
     values = [int(part.split()[1]) for part in line.rsplit(": ", 1)[1].split(", ")]
     assert values == sorted(values) and values[0] > 50
+
+
+def test_gap_buckets_in_one_command(repo_copy: Path) -> None:
+    proc = run(RPO_CLI, "--gap_buckets", "--max_pairs=30", "--seed=2", cwd=repo_copy)
+    assert proc.returncode == 0, proc.stderr
+    data = repo_copy / "data"
+    info = json.loads((data / "dataset_info.json").read_text())
+    for name, margins in (("rpo_gap_ge3", {3, 4, 5}), ("rpo_gap_2", {2}), ("rpo_gap_1", {1})):
+        records = json.loads((data / f"{name}.json").read_text(encoding="utf-8"))
+        assert len(records) == 30 and {r["margin"] for r in records} <= margins
+        assert info[name]["file_name"] == f"{name}.json" and info[name]["ranking"] is True
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "rpo records: 90"
+    assert lines[2] == "gap buckets, 30 records each (seed 2):"
+    assert lines[3] == "  rpo_gap_ge3 (margin >= 3): 30 of 61 -> data/rpo_gap_ge3.json"
+    assert not (data / "rpo.json").exists()
+
+
+def test_the_old_workers_flag_is_accepted_and_changes_nothing(repo_copy: Path) -> None:
+    plain = run(RPO_CLI, cwd=repo_copy)
+    first = (repo_copy / "data" / "rpo.json").read_bytes()
+    flagged = run(RPO_CLI, "--workers=3", cwd=repo_copy)
+    assert plain.returncode == flagged.returncode == 0, flagged.stderr
+    assert (repo_copy / "data" / "rpo.json").read_bytes() == first
+    assert flagged.stdout == plain.stdout
+    assert flagged.stderr == (
+        "note: --workers is no longer needed (pair construction runs in one process); ignored\n"
+    )

@@ -1,5 +1,5 @@
 """Pair construction on hand-computed sessions: RPO both directions, margins, dedupe, non-reversible
-constraints (drop vs skip), zero margins, history; the DPO baseline; KTO; the streamed builders."""
+constraints (drop vs skip), zero margins, history; the DPO baseline; KTO; the written files."""
 
 from __future__ import annotations
 
@@ -7,16 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from rpo.utils.io import InputError, dumps, read_jsonl
-from rpo.utils.pairs.build import (
-    Counters,
-    build_dpo_dataset,
-    build_kto_dataset,
-    build_rpo_dataset,
-    dpo_pairs,
-    kto_records,
-    rpo_pairs,
-)
+from rpo.utils.io import InputError, read_jsonl
+from rpo.utils.pairs.build import build_dpo_dataset, build_kto_dataset, build_rpo_dataset
+from rpo.utils.pairs.records import dpo_records, kto_records, rpo_records
+from rpo.utils.pairs.stats import DpoCounts, KtoCounts, RpoCounts
 from rpo.utils.prompts.language import detect_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import ProfileCore, SessionDetail
@@ -68,21 +62,25 @@ def prompt(constraints: list[str]) -> str:
     return render_system_prompt(ProfileCore.model_validate(PROFILE), constraints)
 
 
-def summary(record) -> tuple:
-    conv = record.conversations
+def summary(record: dict) -> tuple:
+    conv = record["conversations"]
     return (
-        record.turn,
-        record.chosen.value,
-        record.rejected.value,
-        record.margin,
-        conv[0].value,
-        [(m.role, m.value) for m in conv[1:]],
+        record["turn"],
+        record["chosen"]["value"],
+        record["rejected"]["value"],
+        record["margin"],
+        conv[0]["value"],
+        [(m["from"], m["value"]) for m in conv[1:]],
     )
 
 
+def short(record: dict) -> tuple:
+    return record["turn"], record["chosen"]["value"], record["rejected"]["value"], record["margin"]
+
+
 def test_rpo_pairs_hand_computed_drop() -> None:
-    counters = Counters()
-    records = [summary(r) for r in rpo_pairs(session(), "drop", counters)]
+    counters = RpoCounts()
+    records = [summary(r) for r in rpo_records(session(), counters, "drop")]
     h1 = [("human", "q1")]
     h2 = [("human", "q1"), ("gpt", "ref1"), ("human", "q2")]
     all_c = prompt(C)
@@ -103,10 +101,8 @@ def test_rpo_pairs_hand_computed_drop() -> None:
 
 
 def test_rpo_pairs_skip_drops_pairs_whose_chosen_fails_a_non_reversible_constraint() -> None:
-    counters = Counters()
-    records = [
-        (r.turn, r.chosen.value, r.rejected.value, r.margin) for r in rpo_pairs(session(), "skip", counters)
-    ]
+    counters = RpoCounts()
+    records = [short(r) for r in rpo_records(session(), counters, "skip")]
     assert records == [
         (1, "A", "B", 2),
         (1, "A", "E", 1),
@@ -124,12 +120,11 @@ def test_rpo_margin_equals_difference_count_when_everything_is_reversible() -> N
         "Use more than 50 words.",
         "Do not end with a question.",
     ]
-    for record in rpo_pairs(SessionDetail.model_validate(data)):
-        constraints = record.conversations[0].value.split("# Constraints\n", 1)[1].splitlines()[1:]
+    records = list(rpo_records(SessionDetail.model_validate(data), RpoCounts()))
+    for record in records:
+        constraints = record["conversations"][0]["value"].split("# Constraints\n", 1)[1].splitlines()[1:]
         assert len(constraints) == 3
-    margins = [
-        (r.chosen.value, r.rejected.value, r.margin) for r in rpo_pairs(SessionDetail.model_validate(data))
-    ]
+    margins = [short(r)[1:] for r in records]
     assert margins == [
         ("A", "B", 2), ("B", "A", 2), ("A", "E", 1), ("E", "A", 1), ("B", "E", 3), ("E", "B", 3), ("F", "G", 1), ("G", "F", 1),
     ]  # fmt: skip
@@ -144,8 +139,8 @@ def test_identical_follow_vectors_give_no_pairs() -> None:
             "samples": [{"response": x, "follows": [T, F, T]} for x in "XYZ"],
         }
     ]
-    counters = Counters()
-    assert list(rpo_pairs(SessionDetail.model_validate(data), counters=counters)) == []
+    counters = RpoCounts()
+    assert list(rpo_records(SessionDetail.model_validate(data), counters)) == []
     assert counters.duplicates == 2
     direct, reverse = counters.efficiency.direct["all"], counters.efficiency.reverse["all"]
     assert direct.turns == reverse.turns == 1  # eligible (two judged samples) but nothing to pair
@@ -156,21 +151,20 @@ def test_identical_follow_vectors_give_no_pairs() -> None:
 
 
 def test_dpo_pairs_original_prompt_higher_count_chosen_no_margin() -> None:
-    counters = Counters(kind="dpo")
-    records = list(dpo_pairs(session(), counters))
-    assert [(r.turn, r.chosen.value, r.rejected.value) for r in records] == [
+    counters = DpoCounts()
+    records = list(dpo_records(session(), counters))
+    assert [(r["turn"], r["chosen"]["value"], r["rejected"]["value"]) for r in records] == [
         (1, "A", "B"),
         (1, "A", "E"),
         (1, "E", "B"),
         (2, "G", "F"),
     ]
-    assert all(r.conversations[0].value == prompt(C) and r.margin is None for r in records)
-    assert all("margin" not in json.loads(dumps(r)) for r in records)
+    assert all(r["conversations"][0]["value"] == prompt(C) and "margin" not in r for r in records)
     assert counters.pairs == 4 and counters.unjudged == 1
 
 
 def test_kto_records_remove_failed_or_followed_constraints() -> None:
-    counters = Counters(kind="kto")
+    counters = KtoCounts()
     records = list(kto_records(session(), counters))
     got = [
         (r["turn"], r["kto_tag"], r["conversations"][-1]["value"], r["conversations"][0]["value"])
@@ -183,7 +177,7 @@ def test_kto_records_remove_failed_or_followed_constraints() -> None:
         (2, False, "F", prompt([C[1]])),
     ]
     assert [m["from"] for m in records[2]["conversations"]] == ["system", "human", "gpt", "human", "gpt"]
-    assert counters.kto_desirable == counters.kto_undesirable == 2
+    assert counters.desirable == counters.undesirable == 2
 
 
 def test_kto_skips_turns_without_a_score_gap() -> None:
@@ -195,7 +189,7 @@ def test_kto_skips_turns_without_a_score_gap() -> None:
             "samples": [{"response": "X", "follows": [T, F, T]}, {"response": "Y", "follows": [F, T, T]}],
         }
     ]
-    assert list(kto_records(SessionDetail.model_validate(data))) == []
+    assert list(kto_records(SessionDetail.model_validate(data), KtoCounts())) == []
 
 
 def test_language_detection_and_chinese_template() -> None:
@@ -215,8 +209,15 @@ def write_detail(path: Path, sessions: list[dict]) -> Path:
     return path
 
 
+def json_array(records: list[dict]) -> bytes:
+    """What the builders write: one record a line, as `json.dumps` lays it out."""
+    if not records:
+        return b"[]\n"
+    return ("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n").encode()
+
+
 @pytest.mark.parametrize("zh", [False, True])
-def test_streamed_builders_write_what_the_pure_functions_yield(tmp_path: Path, zh: bool) -> None:
+def test_builders_write_the_records_as_json_dumps_lays_them_out(tmp_path: Path, zh: bool) -> None:
     data = session_dict()
     if zh:
         data["profile"] = {
@@ -226,15 +227,15 @@ def test_streamed_builders_write_what_the_pure_functions_yield(tmp_path: Path, z
         }
     detail = write_detail(tmp_path / "detail.jsonl", [data, {**data, "session_id": "s2"}])
     sessions = list(read_jsonl(detail, SessionDetail))
-    for build, pure, name in (
-        (build_rpo_dataset, rpo_pairs, "rpo"),
-        (build_dpo_dataset, dpo_pairs, "dpo"),
-        (build_kto_dataset, kto_records, "kto"),
+    for build, records_of, counts, name in (
+        (build_rpo_dataset, rpo_records, RpoCounts, "rpo"),
+        (build_dpo_dataset, dpo_records, DpoCounts, "dpo"),
+        (build_kto_dataset, kto_records, KtoCounts, "kto"),
     ):
         counters = build(detail, tmp_path / "out", name)
-        written = json.loads((tmp_path / "out" / f"{name}.json").read_text(encoding="utf-8"))
-        expected = [json.loads(dumps(r)) for s in sessions for r in pure(s)]
-        assert written == expected and counters.pairs == len(expected)
+        expected = [r for s in sessions for r in records_of(s, counts())]
+        assert (tmp_path / "out" / f"{name}.json").read_bytes() == json_array(expected)
+        assert counters.pairs == len(expected)
         assert counters.output == str(tmp_path / "out" / f"{name}.json")
     info = json.loads((tmp_path / "out" / "dataset_info.json").read_text())
     assert info["rpo"]["columns"]["margin"] == "margin" and info["rpo"]["ranking"] is True
@@ -256,14 +257,23 @@ def test_streamed_builders_write_what_the_pure_functions_yield(tmp_path: Path, z
         {"name": " N", "skills": [], "constraints": ["p", "q", "r"]},
     ],
 )
-def test_streamed_rpo_matches_pure_function_on_awkward_texts(tmp_path: Path, profile: dict) -> None:
+def test_prompts_of_awkward_texts_are_rendered_as_the_template_renders_them(
+    tmp_path: Path, profile: dict
+) -> None:
     data = session_dict()
     data["profile"] = profile
     data["reversed_constraints"] = ["not a  ", None, "\tnot c"]
     detail = write_detail(tmp_path / "detail.jsonl", [data])
-    expected = [json.loads(dumps(r)) for r in rpo_pairs(SessionDetail.model_validate(data))]
     build_rpo_dataset(detail, tmp_path, "rpo")
-    assert json.loads((tmp_path / "rpo.json").read_text(encoding="utf-8")) == expected
+    written = json.loads((tmp_path / "rpo.json").read_text(encoding="utf-8"))
+    core = ProfileCore.model_validate(profile)
+    first = written[0]  # A over B: A follows all three, so they stand as written
+    assert (first["chosen"]["value"], first["rejected"]["value"]) == ("A", "B")
+    assert first["conversations"][0]["value"] == render_system_prompt(core, profile["constraints"])
+    second = written[1]  # B over A: B follows c0, fails c1 (no reversal: left out) and c2 (reversed)
+    assert second["conversations"][0]["value"] == render_system_prompt(
+        core, [profile["constraints"][0], "\tnot c"]
+    )
 
 
 def test_margins_are_integers_in_the_file(tmp_path: Path) -> None:

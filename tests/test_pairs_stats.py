@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rpo.utils.pairs.build import build_rpo_dataset, detail_stats
+from rpo.utils.pairs.build import build_rpo_dataset
+from rpo.utils.pairs.records import detail_stats
 from rpo.utils.pairs.stats import (
     direct_flags,
     format_histogram,

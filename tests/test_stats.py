@@ -25,3 +25,21 @@ def test_add_folds_in_another_tally():
     first, second = Example(judged=2), Example(judged=1, retries=4)
     first.add(second)
     assert (first.judged, first.retries) == (3, 4)
+
+
+@dataclass
+class Shares(Tally):
+    SUMMARY = ("kept {kept} of {seen} ({share:.0%})",)
+    kept: int = 0
+    seen: int = 0
+
+    @property
+    def share(self) -> float:
+        return self.kept / self.seen if self.seen else 0.0
+
+
+def test_a_summary_template_reads_fields_and_properties():
+    tally = Shares(kept=3, seen=4)
+    assert tally.summary() == "kept 3 of 4 (75%)"
+    tally.add(Shares(kept=1, seen=4))
+    assert tally.summary() == "kept 4 of 8 (50%)"

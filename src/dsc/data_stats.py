@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fire
 from rpo.utils.io import exit_on_input_error
-from rpo.utils.pairs.build import detail_stats
+from rpo.utils.pairs.records import detail_stats
 from rpo.utils.pairs.stats import length_percentiles
 
 

@@ -1,7 +1,7 @@
 """Build the KTO dataset from a judged session detail file (paper appendix D.1).
 
     python src/dsc/kto_data_construction.py [--detail_path=data/rpo_data/demo_detail.jsonl]
-        [--output_dir=data] [--dataset_name=kto] [--workers=N]
+        [--output_dir=data] [--dataset_name=kto]
 
 Per turn, the highest-scoring sample is desirable under a prompt without the constraints it failed,
 the lowest-scoring one undesirable under a prompt without those it followed.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import fire
 from rpo.utils.io import exit_on_input_error
 from rpo.utils.pairs.build import build_kto_dataset
+from rpo.utils.pairs.options import warn_workers_ignored
 
 
 @exit_on_input_error
@@ -22,7 +23,8 @@ def main(
     workers: int | None = None,
 ) -> None:
     """Build and register the KTO dataset, then print its summary."""
-    print(build_kto_dataset(detail_path, output_dir, dataset_name, workers).summary())
+    warn_workers_ignored(workers)
+    print(build_kto_dataset(detail_path, output_dir, dataset_name).summary())
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
-"""Build the RPO preference dataset from a judged session detail file (SPEC §4.4-4.5).
+"""Build the RPO preference dataset from a judged session detail file.
 
     python src/dsc/rpo_data_construction.py [--detail_path=data/rpo_data/demo_detail.jsonl]
-        [--output_dir=data] [--dataset_name=rpo] [--non_reversible=drop|skip] [--workers=N]
+        [--output_dir=data] [--dataset_name=rpo] [--non_reversible=drop|skip]
+        [--prompt_constraints=triggered|all] [--min_margin=M] [--max_margin=M] [--max_pairs=N]
+        [--seed=0] [--gap_buckets]
 
 Writes `{output_dir}/{dataset_name}.json`, registers it in `{output_dir}/dataset_info.json` with its
 margin column, and prints what was built: counts, margin histogram, non-reversible constraint counts
-and the paper's Table 4 rates for direct vs reversed pairing. Only light modules are imported.
-A large detail file is encoded by one process per CPU (`--workers` to choose; the output is the same).
+and the paper's Table 4 rates for direct vs reversed pairing. `--min_margin`, `--max_margin` and
+`--max_pairs` (a sample drawn with `--seed`) select among the pairs; `--gap_buckets` writes instead
+paper Table 2's three datasets of equal size, margin >= 3, = 2 and = 1 (`{dataset_name}_gap_ge3`,
+`_gap_2`, `_gap_1`). Only light modules are imported.
 """
 
 from __future__ import annotations
 
 import fire
-from rpo.utils.io import exit_on_input_error
-from rpo.utils.pairs.build import build_rpo_dataset
+from rpo.utils.io import InputError, exit_on_input_error
+from rpo.utils.pairs.build import build_rpo_dataset, build_rpo_gap_buckets
+from rpo.utils.pairs.options import warn_workers_ignored
 
 
 @exit_on_input_error
@@ -22,10 +27,39 @@ def main(
     output_dir: str = "data",
     dataset_name: str = "rpo",
     non_reversible: str = "drop",
+    prompt_constraints: str = "triggered",
+    min_margin: int | None = None,
+    max_margin: int | None = None,
+    max_pairs: int | None = None,
+    seed: int = 0,
+    gap_buckets: bool = False,
     workers: int | None = None,
 ) -> None:
-    """Build and register the RPO dataset, then print its summary."""
-    print(build_rpo_dataset(detail_path, output_dir, dataset_name, non_reversible, workers).summary())
+    """Build and register the RPO dataset (or the three gap buckets), then print the summary."""
+    warn_workers_ignored(workers)
+    if gap_buckets is not False:
+        if gap_buckets is not True:
+            raise InputError(f"--gap_buckets: a switch, got {gap_buckets!r}")
+        if min_margin is not None or max_margin is not None:
+            raise InputError(
+                "--gap_buckets: sets the margins itself; leave out --min_margin and --max_margin"
+            )
+        counts = build_rpo_gap_buckets(
+            detail_path, output_dir, dataset_name, non_reversible, prompt_constraints, max_pairs, seed
+        )
+    else:
+        counts = build_rpo_dataset(
+            detail_path,
+            output_dir,
+            dataset_name,
+            non_reversible,
+            prompt_constraints,
+            min_margin,
+            max_margin,
+            max_pairs,
+            seed,
+        )
+    print(counts.summary())
 
 
 if __name__ == "__main__":

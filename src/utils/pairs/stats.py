@@ -1,4 +1,5 @@
-"""Statistics of preference data: paper Table 4 sample efficiency, margins, token lengths.
+"""Statistics of preference data: what a construction counted, paper Table 4 sample efficiency,
+margins, token lengths.
 
 Follow vectors are bit masks here: bit k is set when the response follows constraint k. A turn's
 sampled responses are judged once; the question Table 4 asks is, per turn (query), whether a pairing
@@ -12,8 +13,9 @@ method can build a pair of each quality from those responses:
   follows all constraints and another does not.
 
 Rates are the share of eligible turns (turns with at least two judged samples) where such a pair exists,
-also split by the number of constraints in the profile (< 5 and >= 5), as the paper splits "perfect".
-Reversed rates are measured on the records the construction emits, not assumed.
+also split by the number of constraints in play (< 5 and >= 5), as the paper splits "perfect": a turn
+with triggered constraints counts only those. Reversed rates are measured on the pairs the
+construction emits, not assumed.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rpo.utils.io import InputError, open_text
+from rpo.utils.stats import Tally
 
 QUALITIES = ("valid", "dominated", "perfect")
 BUCKETS = ("<5", ">=5")
@@ -143,6 +146,86 @@ def format_histogram(hist: Counter[int], width: int = 40) -> str:
         f"  {value:>3} {count:>9}  {'#' * max(1, round(width * count / top))}"
         for value, count in sorted(hist.items())
     )
+
+
+@dataclass
+class PairCounts(Tally):
+    """What a construction read and wrote; a selection line appears when pairs were selected."""
+
+    KIND: ClassVar[str] = ""
+    SUMMARY: ClassVar[tuple[str, ...]] = (
+        "{KIND} records: {pairs}{destination}",
+        (
+            "sessions {sessions}, turns {turns}, samples {samples} "
+            "(unjudged, excluded: {unjudged}; repeated follow vectors, dropped: {duplicates})"
+        ),
+    )
+
+    sessions: int = 0
+    turns: int = 0
+    samples: int = 0
+    unjudged: int = 0
+    duplicates: int = 0
+    pairs: int = 0
+    output: str | None = None
+    selection: str = ""
+
+    @property
+    def destination(self) -> str:
+        return f" -> {self.output}" if self.output else ""
+
+    def summary_lines(self) -> list[str]:
+        lines = list(self.SUMMARY)
+        if self.selection:
+            lines.insert(2, "{selection}")
+        return lines
+
+
+@dataclass
+class RpoCounts(PairCounts):
+    """RPO adds what the non-reversible rule left out, the margins written and Table 4."""
+
+    KIND: ClassVar[str] = "rpo"
+    SUMMARY: ClassVar[tuple[str, ...]] = PairCounts.SUMMARY + (
+        (
+            "non-reversible constraints: {dropped_constraints} left out of emitted prompts, "
+            "{skipped_pairs} pairs skipped, {zero_margin} zero-margin pairs not emitted"
+        ),
+        "margin histogram:",
+        "{histogram}",
+        "sample efficiency (paper Table 4, share of turns with >= 2 judged samples):",
+        "{table}",
+    )
+
+    dropped_constraints: int = 0
+    skipped_pairs: int = 0
+    zero_margin: int = 0
+    margin_hist: Counter[int] = field(default_factory=Counter)
+    efficiency: SampleEfficiency = field(default_factory=SampleEfficiency)
+
+    @property
+    def histogram(self) -> str:
+        return format_histogram(self.margin_hist)
+
+    @property
+    def table(self) -> str:
+        return self.efficiency.table()
+
+
+@dataclass
+class DpoCounts(PairCounts):
+    KIND: ClassVar[str] = "dpo"
+
+
+@dataclass
+class KtoCounts(PairCounts):
+    KIND: ClassVar[str] = "kto"
+    SUMMARY: ClassVar[tuple[str, ...]] = PairCounts.SUMMARY + (
+        "desirable {desirable}, undesirable {undesirable}",
+    )
+
+    desirable: int = 0
+    undesirable: int = 0
 
 
 def iter_dataset(path: str | Path) -> Iterator[dict[str, Any]]:
