@@ -311,23 +311,15 @@ class JsonArrayWriter:
             self._lock.__exit__(None, None, None)
 
 
-def write_all(fd: int, pieces: Sequence[bytes], offset: int | None = None) -> None:
-    """Write the pieces in order with one system call (more only after a short write); at `offset`
-    if given (positioned writes leave the file position alone, so processes can share a file)."""
+def write_all(fd: int, pieces: Sequence[bytes]) -> None:
+    """Write the pieces in order with one system call (more only after a short write)."""
     size = sum(map(len, pieces))
-    if offset is not None:
-        written = os.pwritev(fd, pieces, offset)
-    else:
-        written = os.writev(fd, pieces) if hasattr(os, "writev") else 0
+    written = os.writev(fd, pieces)
     if written == size:
         return
     rest = memoryview(b"".join(pieces))[written:]
     while rest:
-        if offset is None:
-            written = os.write(fd, rest)
-        else:
-            written = os.pwrite(fd, rest, offset + size - len(rest))
-        rest = rest[written:]
+        rest = rest[os.write(fd, rest):]
 
 
 def write_json(path: str | Path, obj: Any) -> None:
