@@ -69,7 +69,7 @@ def test_rpo_config_content(setup):
     assert config["stage"] == "dpo" and config["rpo_gamma"] == 0.05 and config["pref_beta"] == 0.1
     assert config["cutoff_len"] == _expected_cutoff(model, rows, 8192)
     assert "deepspeed" not in config
-    # 40 examples / (2 × 8) per step → 3 steps per epoch, 9 steps in 3 epochs
+    # 36 training examples (40 less the 10 % validation split) / 512 per step → 1 step per epoch, 3 in all
     assert config["logging_steps"] == 1 and config["save_steps"] == 10
 
 
