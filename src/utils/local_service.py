@@ -200,7 +200,7 @@ def _check_not_stale(state: ServiceState, path: Path) -> None:
         return
     path.unlink(missing_ok=True)
     now = ProcessIdentity.of(state.pid)
-    held_by = f"now held by {' '.join(now.cmdline)[:80]!r}" if now else "no longer running"
+    held_by = f"now held by {' '.join(now.cmdline)[:200]!r}" if now else "no longer running"
     raise StaleStateError(
         f"{path}: stale state removed: service {state.name!r} (pid {state.pid}) is {held_by}; nothing signalled"
     )
