@@ -1,6 +1,8 @@
 """What the margin patch costs: RPO (margin column + rpo_gamma) vs unpatched DPO (RPO_PATCH_DISABLE=1).
 
-Same tiny model, same pairs, same steps and seed; runs alternate so machine load hits both alike.
+One YAML for both arms (with the patch disabled LLaMA-Factory drops `rpo_gamma` and ignores the
+margin column): same tiny model, same pairs, same steps and seed; runs alternate so machine load
+hits both alike.
 Train time is the trainer's own `train_runtime`; peak memory is the training process's max RSS on
 CPU, and the peak of PyTorch's CUDA allocator with `--device cuda` (bf16).
 
@@ -38,12 +40,8 @@ def write_data(data_dir: Path, pairs: int) -> None:
             }
         )
     (data_dir / "pairs.json").write_text(json.dumps(rows))
-    base = {"file_name": "pairs.json", "formatting": "sharegpt", "ranking": True}
-    columns = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}
-    info = {
-        "with_margin": {**base, "columns": {**columns, "margin": "margin"}},
-        "plain": {**base, "columns": columns},
-    }
+    columns = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "margin": "margin"}
+    info = {"pairs": {"file_name": "pairs.json", "formatting": "sharegpt", "ranking": True, "columns": columns}}
     (data_dir / "dataset_info.json").write_text(json.dumps(info))
 
 
@@ -69,7 +67,7 @@ def run_once(root: Path, name: str, rpo: bool, steps: int, device: str) -> tuple
         "do_train": True,
         "finetuning_type": "full",
         "pref_beta": 0.1,
-        "dataset": "with_margin" if rpo else "plain",
+        "dataset": "pairs",
         "dataset_dir": str(root / "data"),
         "template": "chatml",
         "cutoff_len": 256,
@@ -87,9 +85,8 @@ def run_once(root: Path, name: str, rpo: bool, steps: int, device: str) -> tuple
         "bf16": device == "cuda",
         "dataloader_num_workers": 0,
         "seed": 0,
+        "rpo_gamma": 0.05,
     }
-    if rpo:
-        config["rpo_gamma"] = 0.05
     config_path = root / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "RPO_PATCH_DISABLE": "0" if rpo else "1"}

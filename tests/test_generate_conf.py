@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rpo.utils.generate_conf_file import build_config
+from rpo.utils.generate_conf_file import build_config, gradient_accumulation, per_device_batch_for
 from rpo.utils.tiny_model import build_tiny_model
 from transformers import AutoTokenizer
 
@@ -68,7 +68,7 @@ def test_rpo_config_content(setup):
     assert config["stage"] == "dpo" and config["rpo_gamma"] == 0.05 and config["pref_beta"] == 0.1
     assert config["cutoff_len"] == _expected_cutoff(model, rows, 8192)
     assert "deepspeed" not in config
-    # 40 examples / (2 × 8) per step → 3 steps per epoch, 9 steps in 3 epochs
+    # 36 training examples (40 less the 10 % validation split) / 512 per step → 1 step per epoch, 3 in all
     assert config["logging_steps"] == 1 and config["save_steps"] == 10
 
 
@@ -131,19 +131,90 @@ def test_generated_config_trains(setup):
     assert "rpo/margin_mean" in state["log_history"][0]
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "conf").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_parse(path):
-    """Every key of the shipped paper configs is accepted by LLaMA-Factory (with the patch)."""
-    from llamafactory.hparams.parser import _parse_train_args
+@pytest.mark.parametrize(
+    ("gpus", "effective_batch", "accumulation"),
+    [(1, None, 256), (4, None, 64), (8, None, 32), (1, 1024, 512), (4, 1024, 128), (8, 1024, 64)],
+)
+def test_accumulation_reaches_the_effective_batch(setup, gpus, effective_batch, accumulation):
+    """Default: the authors' batch on 4 GPUs, 2 per device × 64 steps × 4 = 512 for a Llama-class model."""
+    _, model, data, _ = setup
+    config = build_config(str(model), "rpo", gpus=gpus, dataset_dir=str(data), effective_batch=effective_batch)
+    assert config["per_device_train_batch_size"] == 2
+    assert config["gradient_accumulation_steps"] == accumulation
+    assert gpus * 2 * accumulation == (effective_batch or 512)
+    assert config["val_size"] == 0.1 and config["eval_strategy"] == "steps"
 
-    config = yaml.safe_load(path.read_text())
-    deepspeed = config.pop("deepspeed", None)
-    if deepspeed:
-        assert (REPO / deepspeed).is_file()
-    config.update(bf16=False, use_cpu=True)  # this machine has no GPU; the rest parses as shipped
-    _, data_args, _, finetuning_args, _ = _parse_train_args(config)
-    assert data_args.dataset_dir == "data"
-    if path.name.startswith("rpo"):
-        assert finetuning_args.rpo_gamma == 0.05 and finetuning_args.pref_beta == 0.1
+
+def test_per_device_batch_follows_the_model_size(setup, tmp_path):
+    _, model, data, _ = setup
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    (qwen / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28,
+                                                  "intermediate_size": 18944, "vocab_size": 152064}))
+    large = tmp_path / "large"
+    large.mkdir()
+    (large / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80,
+                                                   "intermediate_size": 28672, "vocab_size": 128256}))
+    assert gradient_accumulation(4 * 64 * 8, 8, per_device_batch_for(qwen)) == 64
+    assert per_device_batch_for(qwen) == 4 and per_device_batch_for(large) == 1 and per_device_batch_for(model) == 2
+
+
+def _one_line_refusal(proc: subprocess.CompletedProcess, message: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"error: {message}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gamma=abc"], "--gamma: expected a number >= 0, got 'abc'"),
+        (["--gamma=-0.1"], "--gamma: expected a number >= 0, got -0.1"),
+        (["--gpus=0"], "--gpus: expected a whole number >= 1, got 0 (these are GPU configs; to train on CPU start "
+                       "from conf/cpu/rpo.yaml)"),
+        (["--gpus=1.5"], "--gpus: expected a whole number >= 1, got 1.5"),
+        (["--gpus=8", "--effective_batch=1000"], "--effective_batch 1000 cannot be reached with 8 GPU(s) × per-device "
+                                                 "batch 2 = 16 per step (nearest reachable: 992 or 1008)"),
+        (["--dataset=../../x"], "--dataset: '../../x' cannot be part of a file name in the output folder; pass --output"),
+        (["--output=../../x.yaml"], "--output: '../../x.yaml' would be written outside the output folder conf/generated"),
+    ],
+)
+def test_bad_arguments_are_refused_in_one_line(setup, tmp_path, args, message):
+    _, model, data, _ = setup
+    dataset = [] if any(arg.startswith("--dataset=") for arg in args) else ["--dataset=rpo"]
+    proc = _cli("--model_path", str(model), *dataset, "--dataset_dir", str(data), *args, cwd=tmp_path)
+    _one_line_refusal(proc, message)
+    assert not (tmp_path / "conf").exists() and not list(tmp_path.parent.glob("x.yaml"))
+
+
+def test_empty_dataset_is_refused(setup, tmp_path):
+    _, model, data, _ = setup
+    empty = tmp_path / "data"
+    empty.mkdir()
+    (empty / "empty.json").write_text("[]")
+    (empty / "dataset_info.json").write_text(json.dumps({"empty": {"file_name": "empty.json", "ranking": True}}))
+    proc = _cli("--model_path", str(model), "--dataset=empty", "--dataset_dir", str(empty), cwd=tmp_path)
+    _one_line_refusal(proc, f"{empty / 'empty.json'}: the dataset has no examples")
+
+
+def test_output_folder_that_is_a_file_is_refused(setup, tmp_path):
+    _, model, data, _ = setup
+    (tmp_path / "taken").write_text("")
+    proc = _cli("--model_path", str(model), "--dataset=rpo", "--dataset_dir", str(data), "--output_dir=taken",
+                cwd=tmp_path)
+    _one_line_refusal(proc, f"{tmp_path / 'taken'}: exists and is not a directory")
+
+
+def test_unwritable_output_folder_is_refused(setup, tmp_path):
+    """A read-only folder; as root (who may write anywhere a mode allows) /sys, which refuses new files."""
+    _, model, data, _ = setup
+    if os.geteuid() == 0:
+        folder = Path("/sys")
+        message = f"{folder / 'tiny-chat_rpo_rpo.yaml'}: cannot write (Permission denied)"
     else:
-        assert finetuning_args.rpo_gamma == 0.0
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        message = f"{folder}: not writable"
+    proc = _cli("--model_path", str(model), "--dataset=rpo", "--dataset_dir", str(data), f"--output_dir={folder}",
+                cwd=tmp_path)
+    _one_line_refusal(proc, message)

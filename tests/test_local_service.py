@@ -14,18 +14,24 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.local_service import (
+    ProcessIdentity,
     ServiceError,
+    ServiceState,
     _group_alive,
     free_port,
     is_healthy,
     service_status,
     start_service,
+    vllm_command,
 )
 from rpo.utils.tiny_model import build_tiny_model
+from tests.test_conf_merge import build_tiny_adapter
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(ROOT / "src" / "utils" / "local_service.py")]
@@ -168,3 +174,102 @@ def test_stop_without_name_needs_exactly_one_service(tmp_path):
                             timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: --name: give the service to use (recorded in {tmp_path}: none)"
+
+
+def _unrelated_process() -> subprocess.Popen:
+    """A process in its own group, standing for whatever got the PID of a server that died."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+
+
+def _stale_state(state_dir: Path, pid: int) -> Path:
+    """A state file for `pid` recorded from an earlier process (same PID, another start time)."""
+    identity = ProcessIdentity.of(pid)
+    assert identity is not None
+    state = ServiceState(
+        name="old", backend="vllm", model="m", served_model_name="m", host="127.0.0.1", port=free_port(),
+        pid=pid, log_path=str(state_dir / "old.log"), command=["vllm", "serve", "m"], started_at=0.0,
+        process=identity.model_copy(update={"start_ticks": identity.start_ticks - 1, "cmdline": ["vllm", "serve"]}),
+    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "old.json"
+    path.write_text(state.model_dump_json())
+    return path
+
+
+@pytest.mark.parametrize("command", ["stop", "status"])
+def test_stale_state_never_signals_the_new_owner_of_its_pid(tmp_path, command):
+    state_dir = tmp_path / "services"
+    other = _unrelated_process()
+    try:
+        path = _stale_state(state_dir, other.pid)
+        result = subprocess.run([*CLI, command, f"--state_dir={state_dir}"], check=False, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines() == [
+            f"{path}: stale state removed: service 'old' (pid {other.pid}) is now held by "
+            f"{' '.join([sys.executable, '-c', 'import time; time.sleep(600)'])!r}; nothing signalled"
+        ]
+        assert other.poll() is None and _group_alive(other.pid)
+        assert not path.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_status_with_a_corrupt_state_file_names_it(tmp_path):
+    state_dir = tmp_path / "services"
+    state_dir.mkdir()
+    (state_dir / "broken.json").write_text('{"name": "broken", "pid": ')
+    result = subprocess.run([*CLI, "status", f"--state_dir={state_dir}"], check=False, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {state_dir / 'broken.json'}: not a service state file (")
+
+
+def test_llamafactory_api_serves_base_plus_lora_adapter(tmp_path):
+    model = build_tiny_model(tmp_path / "model")
+    adapter = build_tiny_adapter(model, tmp_path / "adapter")
+    state_dir = tmp_path / "services"
+    with start_service("llamafactory", str(model), name="tuned", served_model_name="tuned", adapter=str(adapter),
+                       state_dir=state_dir, timeout_s=300) as service:
+        state = json.loads((state_dir / "tuned.json").read_text())
+        assert state["adapter"] == str(adapter) and state["adapter_model_name"] == "tuned"
+        config = yaml.safe_load(Path(state["config_path"]).read_text())
+        assert config["adapter_name_or_path"] == str(adapter) and config["finetuning_type"] == "lora"
+        reply = httpx.post(f"{service.base_url}/chat/completions", timeout=120, json={
+            "model": "tuned", "max_tokens": 4, "messages": [{"role": "user", "content": "Hello there"}],
+        })
+        assert reply.status_code == 200, reply.text
+        assert isinstance(reply.json()["choices"][0]["message"]["content"], str)
+        assert f"Loaded adapter(s): {adapter}" in Path(state["log_path"]).read_text()
+
+
+def test_vllm_adapter_command_line(tmp_path):
+    bin_dir = tmp_path / "bin"
+    fake_vllm(bin_dir, SERVE_SCRIPTED)
+    adapter = tmp_path / "saves" / "rpo"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    state_dir = tmp_path / "services"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    port = free_port()
+    started = subprocess.run(
+        [*CLI, "start", "--backend=vllm", "--model=/models/base", f"--port={port}", "--name=lora",
+         f"--adapter={adapter}", f"--state_dir={state_dir}", "--timeout_s=60"],
+        env=env, check=False, capture_output=True, text=True, timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        state = json.loads(started.stdout)
+        assert state["adapter"] == str(adapter) and state["adapter_model_name"] == "rpo"
+        assert f"adapter {adapter} is served as model 'rpo'" in started.stderr
+        assert json.loads((bin_dir / "args.json").read_text()) == [
+            "serve", "/models/base", "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "/models/base",
+            "--enable-lora", "--lora-modules", f"rpo={adapter}",
+        ]
+    finally:
+        subprocess.run([*CLI, "stop", "--name=lora", f"--state_dir={state_dir}"], check=True, capture_output=True,
+                       timeout=60)
+    assert vllm_command("vllm", "m", "m", "h", 1, "/a/b", "named", ["--max-lora-rank", "64"])[-4:] == [
+        "--lora-modules", "named=/a/b", "--max-lora-rank", "64"]

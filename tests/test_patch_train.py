@@ -57,6 +57,8 @@ def workspace(tmp_path_factory) -> Path:
         "nan": _pairs([1, 2, float("nan"), 0, 0, 0, 0, 0]),
         "text": _pairs([1, "two", 3, 0, 0, 0, 0, 0]),
         "missing": _pairs([1, 2, 3, 4, 5, "absent", 0, 0]),
+        "infinite": _pairs([1, 2, 3, 0, float("inf"), 0, 0, 0]),  # json writes Infinity, which it reads back
+        "huge": _pairs([1, 1e308, 3, 0, 0, 0, 0, 0]),
     }
     info = {}
     for name, rows in datasets.items():
@@ -65,6 +67,7 @@ def workspace(tmp_path_factory) -> Path:
         if name != "plain":
             columns["margin"] = "margin"
         info[name] = {"file_name": f"{name}.json", "formatting": "sharegpt", "ranking": True, "columns": columns}
+    info["unmapped"] = {**info["plain"], "columns": {**info["plain"]["columns"], "margin": "score"}}
     (data / "dataset_info.json").write_text(json.dumps(info))
     return root
 
@@ -173,6 +176,14 @@ def test_simpo_with_margin_trains_and_logs_margin(workspace):
         ({"dataset": "nan", "rpo_gamma": 0.5}, "dataset 'nan' (nan.json): row 2: margin column 'margin' is NaN"),
         ({"dataset": "text", "rpo_gamma": 0.5}, "dataset 'text' (text.json): row 1: margin column 'margin' is not a number"),
         ({"dataset": "missing", "rpo_gamma": 0.5}, "dataset 'missing' (missing.json): row 5: margin column 'margin' is missing"),
+        ({"dataset": "infinite", "rpo_gamma": 0.5},
+         "dataset 'infinite' (infinite.json): row 4: margin column 'margin' is not finite (inf)"),
+        ({"dataset": "huge", "rpo_gamma": 0.5},
+         "dataset 'huge' (huge.json): row 1: margin column 'margin' is 1e+308, above the bound 1000 "
+         "(a margin counts failed constraints)"),
+        ({"dataset": "unmapped", "rpo_gamma": 0.05},
+         "dataset 'unmapped' (plain.json): dataset_info.json maps margin to column 'score', which the data does "
+         "not have (columns: conversations, chosen, rejected)"),
     ],
 )
 def test_refusals_name_the_problem(workspace, overrides, message):
@@ -180,6 +191,39 @@ def test_refusals_name_the_problem(workspace, overrides, message):
     assert proc.returncode != 0
     assert f"[rpo] error: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_misspelt_key_names_the_nearest_valid_one(workspace):
+    proc, _ = train(workspace, "misspelt", rpo_gama=0.05)
+    assert proc.returncode != 0
+    message = f"[rpo] error: {workspace / 'misspelt.yaml'}: unknown key 'rpo_gama' (did you mean 'rpo_gamma'?)"
+    assert [line for line in proc.stderr.splitlines() if "rpo_gama" in line] == [message]
+    assert "Traceback" not in proc.stderr
+
+
+def test_template_tokens_outside_the_vocabulary_are_refused(workspace):
+    """The tiny tokenizer speaks chatml; llama3's stop words are new tokens past its embedding."""
+    vocabulary = json.loads((workspace / "model" / "config.json").read_text())["vocab_size"]
+    proc, _ = train(workspace, "llama3_template", template="llama3")
+    assert proc.returncode != 0
+    assert (
+        f"[rpo] error: template 'llama3' adds tokens that {workspace / 'model'} does not have "
+        f"(<|eot_id|>, <|eom_id|>; ids from {vocabulary}, vocabulary size {vocabulary}): use the template that "
+        "matches the model's tokenizer, or set resize_vocab: true to train new embeddings"
+    ) in proc.stderr
+    assert "Traceback" not in proc.stderr and "IndexError" not in proc.stderr
+
+
+def test_disabled_patch_accepts_rpo_gamma_and_trains_without_margin(workspace):
+    """One YAML serves both arms of an A/B run: with the patch off, rpo_gamma is dropped with a warning."""
+    proc, steps = train(workspace, "ab_off", env={"RPO_PATCH_DISABLE": "1"}, rpo_gamma=0.5)
+    _ok(proc)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("[rpo]")]
+    assert warnings == [
+        "[rpo] warning: RPO_PATCH_DISABLE=1: rpo_gamma ignored, the margin is off (plain LLaMA-Factory 0.9.5 training)"
+    ]
+    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # graded margins, but no margin applied
+    assert "rpo/margin_mean" not in steps[0]
 
 
 def test_other_losses_without_margin_still_train(workspace):
@@ -226,6 +270,30 @@ def test_refuses_an_unsupported_llamafactory_version(tmp_path):
     )
     assert proc.returncode != 0
     assert "supports llamafactory==0.9.5 but llamafactory==0.9.9 is installed" in proc.stderr
+
+
+def test_trainer_is_importable_first_and_still_installed():
+    """Tools can import the trainer class before llamafactory; training then still uses it."""
+    script = (
+        "from rpo_llamafactory.trainer import MarginDPOTrainer\n"
+        "from llamafactory.train.dpo.trainer import CustomDPOTrainer\n"
+        "from rpo_llamafactory.hook import PATCH_POINTS\n"
+        "from rpo_llamafactory import patch\n"
+        "print(CustomDPOTrainer is MarginDPOTrainer, MarginDPOTrainer.__module__,\n"
+        "      PATCH_POINTS['llamafactory.train.dpo.trainer'] is patch.patch_dpo_trainer)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True rpo_llamafactory.trainer True"
+
+
+def test_rpo_gamma_help_sets_it_apart_from_trl_rpo_alpha():
+    script = (
+        "import llamafactory.hparams as h\n"
+        "print(h.FinetuningArguments.__dataclass_fields__['rpo_gamma'].metadata['help'])"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "Unrelated to TRL's `rpo_alpha`" in proc.stdout and "SPEC" not in proc.stdout
 
 
 def test_disable_switch_leaves_llamafactory_untouched():

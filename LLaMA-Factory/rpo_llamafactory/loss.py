@@ -14,6 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+MARGIN_LOSSES = ("sigmoid", "simpo")
+"""The `pref_loss` choices that have a margin form below; any other refuses `rpo_gamma > 0` with margins."""
+
 
 def margin_dpo_loss(
     policy_chosen_logps: torch.Tensor,

@@ -5,32 +5,106 @@ Data flow of the margin g:
   → `_margin` beside LLaMA-Factory's underscore columns, validated (converter)
   → `margin` per tokenised pair (pairwise processor) → `batch["margin"]` (DPO collator)
   → −log σ(β·(Δ − γ·g)) with γ = `rpo_gamma` (DPO trainer, via `rpo_llamafactory.loss`).
+Besides the margin, the patch refuses at start-up what upstream would train through silently or
+fail on mid-run with a traceback: unknown config keys and templates whose tokens the model lacks.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import math
+import sys
 from dataclasses import dataclass, field
-from importlib.metadata import version as installed_version
 from types import ModuleType
 from typing import Any
 
+from rpo_llamafactory.columns import ALIGNED_MARGIN_COLUMN, DATASET_MARGIN_COLUMN, MARGIN_FEATURE
 from rpo_llamafactory.errors import RPOError, install_excepthook
 
 SUPPORTED_LLAMAFACTORY = "0.9.5"
-DEFAULT_MARGIN_COLUMN = "margin"
-MARGIN_LOSSES = ("sigmoid", "simpo")
+MAX_MARGIN = 1000
+"""Largest margin accepted. A margin counts the constraints the rejected response fails, so anything
+near this is a data error; far larger finite values (1e308) would overflow once multiplied or cast."""
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def check_version(env_module: ModuleType) -> None:
     """Refuse a llamafactory release the patch was not built for."""
     install_excepthook()
+    from importlib.metadata import version as installed_version
+
     found = getattr(env_module, "VERSION", None) or installed_version("llamafactory")
     if found != SUPPORTED_LLAMAFACTORY:
         raise RPOError(
             f"rpo_llamafactory supports llamafactory=={SUPPORTED_LLAMAFACTORY} but llamafactory=={found} is "
             "installed; install the pinned release or set RPO_PATCH_DISABLE=1"
         )
+
+
+def _config_source(args: Any) -> str:
+    """How to name the config in a message: the YAML/JSON file given on the command line, if any
+    (`llamafactory-cli train X.yaml` reads it before parsing, so `args` is already its content)."""
+    if not isinstance(args, list) and len(sys.argv) > 1 and sys.argv[1].endswith(CONFIG_SUFFIXES):
+        return sys.argv[1]
+    return "config"
+
+
+def _argument_names(parser: Any) -> list[str]:
+    return [f.name for dtype in parser.dataclass_types for f in dataclasses.fields(dtype) if f.init]
+
+
+def unknown_key_message(unknown: list[str], known: list[str], source: str) -> str:
+    """One line naming each unknown key and the nearest known one."""
+    import difflib
+
+    described = []
+    for key in unknown:
+        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        described.append(f"{key!r} (did you mean {nearest[0]!r}?)" if nearest else repr(key))
+    noun = "key" if len(unknown) == 1 else "keys"
+    return f"{source}: unknown {noun} {', '.join(described)}"
+
+
+def patch_arg_parser(module: ModuleType) -> None:
+    """Refuse unknown config keys in one line that names the nearest valid key (upstream: a traceback)."""
+    install_excepthook()
+    original_parse_args = module._parse_args
+
+    def _parse_args(parser: Any, args: Any = None, allow_extra_keys: bool = False) -> tuple[Any, ...]:
+        source = _config_source(args)
+        args = module.read_args(args)
+        if isinstance(args, dict) and not allow_extra_keys:
+            known = _argument_names(parser)
+            unknown = sorted(set(args) - set(known))
+            if unknown:
+                raise RPOError(unknown_key_message(unknown, known, source))
+        return original_parse_args(parser, args, allow_extra_keys)
+
+    module._parse_args = _parse_args
+
+
+def ignore_rpo_gamma(module: ModuleType) -> None:
+    """With the patch disabled, drop `rpo_gamma` from the config (one warning) instead of refusing it."""
+    original_parse_args = module._parse_args
+    warned = False
+
+    def _parse_args(parser: Any, args: Any = None, allow_extra_keys: bool = False) -> tuple[Any, ...]:
+        nonlocal warned
+        args = module.read_args(args)
+        wants_finetuning_args = any(dtype.__name__ == "FinetuningArguments" for dtype in parser.dataclass_types)
+        if isinstance(args, dict) and "rpo_gamma" in args and wants_finetuning_args:
+            args = {key: value for key, value in args.items() if key != "rpo_gamma"}
+            if not warned:
+                print(
+                    f"[rpo] warning: RPO_PATCH_DISABLE=1: rpo_gamma ignored, the margin is off "
+                    f"(plain LLaMA-Factory {SUPPORTED_LLAMAFACTORY} training)",
+                    file=sys.stderr,
+                )
+                warned = True
+        return original_parse_args(parser, args, allow_extra_keys)
+
+    module._parse_args = _parse_args
 
 
 def patch_finetuning_args(module: ModuleType) -> None:
@@ -42,8 +116,10 @@ def patch_finetuning_args(module: ModuleType) -> None:
         rpo_gamma: float = field(
             default=0.0,
             metadata={
-                "help": "RPO adaptive-margin weight γ ≥ 0: loss = −log σ(β·(Δ − γ·g)); 0 trains plain DPO. "
-                "γ sits inside β: the paper's Eq. 4 γ equals pref_beta × rpo_gamma."
+                "help": "RPO (Reverse Preference Optimization) adaptive-margin weight γ ≥ 0: "
+                "loss = −log σ(β·(Δ − γ·g)) with g the pair's margin column; 0 trains plain DPO. "
+                "γ sits inside β: the paper's Eq. 4 γ equals pref_beta × rpo_gamma. Unrelated to TRL's "
+                "`rpo_alpha`, which belongs to a different \"RPO\" (an NLL term on the chosen response)."
             },
         )
 
@@ -58,14 +134,16 @@ def patch_finetuning_args(module: ModuleType) -> None:
 
 
 def patch_dataset_attr(module: ModuleType) -> None:
-    """Read the margin column name from `dataset_info.json` (default `margin`) and keep each
-    dataset's `dataset_info.json` name for error messages."""
+    """Read the margin column name from `dataset_info.json` (default `margin`), remember whether the
+    entry names one, and keep each dataset's `dataset_info.json` name for error messages."""
     original_join = module.DatasetAttr.join
     original_get_dataset_list = module.get_dataset_list
 
     def join(self: Any, attr: dict[str, Any]) -> None:
         original_join(self, attr)
-        self.margin = attr.get("columns", {}).get("margin", DEFAULT_MARGIN_COLUMN)
+        columns = attr.get("columns", {})
+        self.margin = columns.get("margin", DATASET_MARGIN_COLUMN)
+        self.margin_mapped = "margin" in columns
 
     def get_dataset_list(dataset_names: list[str] | None, dataset_dir: Any) -> list[Any]:
         dataset_list = original_get_dataset_list(dataset_names, dataset_dir)
@@ -96,24 +174,38 @@ class MarginConverter:
 
     def __call__(self, example: dict[str, Any]) -> dict[str, Any]:
         output = self.converter(example)
-        output["_margin"] = float(example[self.column]) if self.column else 0.0
+        output[ALIGNED_MARGIN_COLUMN] = float(example[self.column]) if self.column else 0.0
         return output
 
 
+def margin_problem(value: Any) -> str | None:
+    """Why `value` cannot be a margin, or None when it can."""
+    if value is None:
+        return "is missing"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"is not a number ({value!r})"
+    if math.isnan(value):
+        return "is NaN"
+    if math.isinf(value):
+        return f"is not finite ({value})"
+    if value < 0:
+        return f"is negative ({value})"
+    if value > MAX_MARGIN:
+        return f"is {value:g}, above the bound {MAX_MARGIN} (a margin counts failed constraints)"
+    return None
+
+
 def validate_margins(values: list[Any], dataset_label: str, column: str) -> None:
-    """Refuse missing, non-numeric, NaN or negative margins, naming the dataset and row."""
+    """Refuse missing, non-numeric, NaN, infinite, negative or absurdly large margins, naming the row."""
     for row, value in enumerate(values):
-        if value is None:
-            problem = "is missing"
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            problem = f"is not a number ({value!r})"
-        elif math.isnan(value):
-            problem = "is NaN"
-        elif value < 0:
-            problem = f"is negative ({value})"
-        else:
-            continue
-        raise RPOError(f"dataset {dataset_label}: row {row}: margin column {column!r} {problem}")
+        problem = margin_problem(value)
+        if problem:
+            raise RPOError(f"dataset {dataset_label}: row {row}: margin column {column!r} {problem}")
+
+
+def _column_names(dataset: Any) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    return list(names) if names else list(next(iter(dataset)).keys())
 
 
 def patch_converter(module: ModuleType) -> None:
@@ -129,8 +221,14 @@ def patch_converter(module: ModuleType) -> None:
 
     def align_dataset(dataset: Any, dataset_attr: Any, data_args: Any, training_args: Any) -> Any:
         if dataset_attr.ranking:
-            column = getattr(dataset_attr, "margin", DEFAULT_MARGIN_COLUMN)
-            present = column in next(iter(dataset)).keys()
+            column = getattr(dataset_attr, "margin", DATASET_MARGIN_COLUMN)
+            names = _column_names(dataset)
+            present = column in names
+            if not present and getattr(dataset_attr, "margin_mapped", False):
+                raise RPOError(
+                    f"dataset {_dataset_label(dataset_attr)}: dataset_info.json maps margin to column {column!r}, "
+                    f"which the data does not have (columns: {', '.join(names)})"
+                )
             if present and not data_args.streaming:
                 validate_margins(dataset[column], _dataset_label(dataset_attr), column)
             dataset_attr._rpo_margin_column = column if present else None
@@ -162,7 +260,7 @@ def _explain_margin_load_failure(dataset_attr: Any, data_args: Any) -> None:
     path = os.path.join(data_args.dataset_dir, dataset_attr.dataset_name)
     if not os.path.isfile(path):
         return
-    column = getattr(dataset_attr, "margin", DEFAULT_MARGIN_COLUMN)
+    column = getattr(dataset_attr, "margin", DATASET_MARGIN_COLUMN)
     with open(path, encoding="utf-8") as fh:
         try:
             rows = json.load(fh) if path.endswith(".json") else [json.loads(line) for line in fh if line.strip()]
@@ -172,6 +270,46 @@ def _explain_margin_load_failure(dataset_attr: Any, data_args: Any) -> None:
         validate_margins([row.get(column) for row in rows], _dataset_label(dataset_attr), column)
 
 
+def patch_template(module: ModuleType) -> None:
+    """Remember which template a tokenizer was fitted to and the tokens that added (for the model loader)."""
+    original_fix = module.get_template_and_fix_tokenizer
+
+    def get_template_and_fix_tokenizer(tokenizer: Any, data_args: Any) -> Any:
+        before = len(tokenizer)
+        template = original_fix(tokenizer, data_args)
+        tokenizer.rpo_template_tokens = (data_args.template, list(range(before, len(tokenizer))))
+        return template
+
+    module.get_template_and_fix_tokenizer = get_template_and_fix_tokenizer
+
+
+def _vocabulary_size(config: Any) -> int | None:
+    size = getattr(config, "vocab_size", None) or getattr(getattr(config, "text_config", None), "vocab_size", None)
+    return int(size) if size else None
+
+
+def patch_model_loader(module: ModuleType) -> None:
+    """Refuse, before the weights load, a template whose special tokens lie beyond the model's embedding
+    (upstream trains into a bare `IndexError` from the embedding lookup)."""
+    original_load_model = module.load_model
+
+    def load_model(tokenizer: Any, model_args: Any, *args: Any, **kwargs: Any) -> Any:
+        template, added_ids = getattr(tokenizer, "rpo_template_tokens", (None, []))
+        if added_ids and not model_args.resize_vocab:
+            vocabulary = _vocabulary_size(module.load_config(model_args))
+            missing = [token_id for token_id in added_ids if vocabulary is not None and token_id >= vocabulary]
+            if missing:
+                tokens = ", ".join(tokenizer.convert_ids_to_tokens(missing))
+                raise RPOError(
+                    f"template {template!r} adds tokens that {model_args.model_name_or_path} does not have "
+                    f"({tokens}; ids from {missing[0]}, vocabulary size {vocabulary}): use the template that "
+                    "matches the model's tokenizer, or set resize_vocab: true to train new embeddings"
+                )
+        return original_load_model(tokenizer, model_args, *args, **kwargs)
+
+    module.load_model = load_model
+
+
 def patch_pairwise_processor(module: ModuleType) -> None:
     """Emit each pair's margin beside its token ids."""
     base = module.PairwiseDatasetProcessor
@@ -179,14 +317,16 @@ def patch_pairwise_processor(module: ModuleType) -> None:
     class PairwiseDatasetProcessor(base):
         def preprocess_dataset(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
             model_inputs = base.preprocess_dataset(self, examples)
-            if "_margin" in examples:
+            if ALIGNED_MARGIN_COLUMN in examples:
                 kept = [  # the same validity rule upstream uses to drop examples
                     margin
-                    for prompt, response, margin in zip(examples["_prompt"], examples["_response"], examples["_margin"])
+                    for prompt, response, margin in zip(
+                        examples["_prompt"], examples["_response"], examples[ALIGNED_MARGIN_COLUMN]
+                    )
                     if len(prompt) % 2 == 1 and len(response) >= 2
                 ]
                 assert len(kept) == len(model_inputs["chosen_input_ids"]), "margin/example misalignment"
-                model_inputs["margin"] = kept
+                model_inputs[MARGIN_FEATURE] = kept
             return model_inputs
 
     PairwiseDatasetProcessor.__module__ = base.__module__
@@ -195,13 +335,12 @@ def patch_pairwise_processor(module: ModuleType) -> None:
 
 def patch_dpo_workflow(module: ModuleType) -> None:
     """Give the DPO workflow (only) a collator that batches the margins."""
-    from rpo_llamafactory.trainer import margin_collator_class
+    from rpo_llamafactory.collator import MarginPairwiseDataCollator
 
-    module.PairwiseDataCollatorWithPadding = margin_collator_class(module.PairwiseDataCollatorWithPadding)
+    module.PairwiseDataCollatorWithPadding = MarginPairwiseDataCollator
 
 
 def patch_dpo_trainer(module: ModuleType) -> None:
-    """Swap in the DPO trainer that applies the margin."""
-    from rpo_llamafactory.trainer import margin_trainer_class
-
-    module.CustomDPOTrainer = margin_trainer_class(module.CustomDPOTrainer)
+    """Swap in `rpo_llamafactory.trainer.MarginDPOTrainer`: that module replaces this one's
+    `CustomDPOTrainer` once its subclass is defined (see there why the swap is made on its side)."""
+    importlib.import_module("rpo_llamafactory.trainer")

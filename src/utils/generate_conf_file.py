@@ -1,22 +1,31 @@
-"""Write a LLaMA-Factory training YAML fitted to a model and a dataset.
+"""Write a LLaMA-Factory YAML fitted to a model: a training config, or the export config that merges
+a LoRA adapter into its base.
 
     python src/utils/generate_conf_file.py --model_path M --dataset NAME [--gpus N]
-        [--method rpo|dpo|kto|sft] [--gamma 0.05] [--dataset_dir data] [--output conf/generated/X.yaml]
+        [--method rpo|dpo|kto|sft] [--gamma 0.05] [--effective_batch B] [--per_device_batch b]
+        [--dataset_dir data] [--output_dir conf/generated] [--output X.yaml]
+    python src/utils/generate_conf_file.py --method merge --model_path M --adapter_path saves/.../rpo
+        [--export_dir saves/.../merged] [--export_size 5] [--export_device cpu]
 
 What it infers instead of asking:
 - the chat template, from the model's chat template markers and `config.json` (refused when unknown);
 - DeepSpeed by GPU count: none on one GPU, ZeRO-3 on several, ZeRO-3 with offload for ≥ 60B models;
 - `cutoff_len`: the dataset's 95th-percentile token length under the model's tokenizer, rounded up
   to a multiple of 256 and capped;
+- the per-device batch by model size, as the authors trained (2 for Llama-3.1-8B, 4 for Qwen2.5-7B,
+  1 for 70B/72B), and the gradient accumulation that reaches `--effective_batch` on `--gpus` GPUs
+  (refused when no whole number of steps reaches it);
 - logging/eval/save steps scaled to the number of optimisation steps.
 Hyper-parameters follow the paper: LoRA on all linear layers, lr 5e-4 (5e-5 for SFT), β 0.1,
-γ 0.05 (inside β: the paper's Eq. 4 γ is β × ours), cosine schedule, warmup 0.1, 3 epochs, bf16.
+γ 0.05 (inside β: the paper's Eq. 4 γ is β × ours), cosine schedule, warmup 0.1, 3 epochs, bf16,
+a 10 % validation split evaluated every `eval_steps`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -25,7 +34,8 @@ import fire
 import yaml
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error
 
-METHODS = ("rpo", "dpo", "kto", "sft")
+TRAIN_METHODS = ("rpo", "dpo", "kto", "sft")
+METHODS = (*TRAIN_METHODS, "merge")
 # Chat-template markers → LLaMA-Factory template, checked in order (most specific first).
 TEMPLATE_MARKERS = [
     ("<|start_header_id|>", "llama3"),
@@ -54,6 +64,12 @@ CUTOFF_STEP = 256
 PERCENTILE = 0.95
 DEEPSPEED_DIR = Path("conf/deepspeed")
 LARGE_MODEL_PARAMS = 60e9
+PAPER_ACCUMULATION = 64
+PAPER_GPUS = 4
+"""The authors' gradient accumulation, on the smallest of their 4–8 GPU set-ups: the default effective
+batch is per-device batch × 64 × 4 (512 for Llama-3.1-8B; on 8 GPUs they reached twice that)."""
+VAL_SIZE = 0.1
+DEFAULT_OUTPUT_DIR = "conf/generated"
 
 
 def infer_template(model_path: str | Path) -> str:
@@ -101,6 +117,28 @@ def estimate_parameters(model_path: str | Path) -> float:
     return layers * (4 * hidden * hidden + 3 * hidden * intermediate) + 2 * vocab * hidden
 
 
+def per_device_batch_for(model_path: str | Path) -> int:
+    """The authors' per-device batch by model size: 1 for ≥ 60B, 4 for Qwen2-family 7B, else 2."""
+    if estimate_parameters(model_path) >= LARGE_MODEL_PARAMS:
+        return 1
+    model_type = str(_read_json(Path(model_path) / "config.json").get("model_type", ""))
+    return 4 if model_type.startswith("qwen") else 2
+
+
+def gradient_accumulation(effective_batch: int, gpus: int, per_device_batch: int) -> int:
+    """Accumulation steps with gpus × per-device batch × steps = effective batch, or a one-line refusal."""
+    per_step = gpus * per_device_batch
+    if effective_batch % per_step:
+        lower = max(per_step, effective_batch // per_step * per_step)
+        upper = (effective_batch // per_step + 1) * per_step
+        nearest = f"{lower} or {upper}" if lower != upper and effective_batch > per_step else f"{upper}"
+        raise InputError(
+            f"--effective_batch {effective_batch} cannot be reached with {gpus} GPU(s) × per-device batch "
+            f"{per_device_batch} = {per_step} per step (nearest reachable: {nearest})"
+        )
+    return effective_batch // per_step
+
+
 def dataset_entry(dataset_dir: str | Path, name: str) -> dict[str, Any]:
     info_path = Path(dataset_dir) / "dataset_info.json"
     info = _read_json(info_path)
@@ -121,6 +159,8 @@ def _example_texts(dataset_dir: Path, entry: dict[str, Any]) -> list[str]:
         rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+    if not isinstance(rows, list) or not rows:
+        raise InputError(f"{path}: the dataset has no examples")
     columns = entry.get("columns", {})
     tags = entry.get("tags", {})
     messages_key = columns.get("messages", "conversations")
@@ -159,16 +199,35 @@ def deepspeed_config(gpus: int, parameters: float) -> str | None:
     return str(DEEPSPEED_DIR / name)
 
 
-def step_schedule(examples: int, gpus: int, batch_size: int, accumulation: int, epochs: float) -> dict[str, int]:
-    """About 50 log lines and 5 checkpoints per run, whatever the dataset size."""
-    per_step = max(1, gpus) * batch_size * accumulation
-    total_steps = max(1, math.ceil(examples / per_step) * math.ceil(epochs))
+def step_schedule(examples: int, effective_batch: int, epochs: float) -> dict[str, int]:
+    """About 50 log lines and 5 evaluations/checkpoints per run, whatever the dataset size."""
+    total_steps = max(1, math.ceil(examples / effective_batch) * math.ceil(epochs))
     save_steps = max(10, total_steps // 5)
     return {"logging_steps": max(1, total_steps // 50), "save_steps": save_steps, "eval_steps": save_steps}
 
 
 def model_slug(model_path: str | Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model_path).resolve().name.lower())
+
+
+def _number(flag: str, value: Any, minimum: float = 0) -> float:
+    """A finite real number ≥ `minimum` from a Fire argument (which may be any type), or a refusal."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise InputError(f"{flag}: expected a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _count(flag: str, value: Any, minimum: int = 1) -> int:
+    """A whole number ≥ `minimum` from a Fire argument, or a refusal."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{flag}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _model_dir(model_path: str) -> Path:
+    if not Path(model_path).is_dir():
+        raise InputError(f"{model_path}: model directory not found")
+    return Path(model_path)
 
 
 def build_config(
@@ -182,19 +241,27 @@ def build_config(
     max_cutoff: int = 8192,
     template: str | None = None,
     output_dir: str | None = None,
+    effective_batch: int | None = None,
+    per_device_batch: int | None = None,
 ) -> dict[str, Any]:
-    """The YAML content as a dict (see the module docstring for what is inferred)."""
-    if method not in METHODS:
+    """The training YAML content as a dict (see the module docstring for what is inferred)."""
+    if method not in TRAIN_METHODS:
         raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
-    if gamma < 0:
-        raise InputError(f"--gamma: must be >= 0, got {gamma}")
-    if not Path(model_path).is_dir():
-        raise InputError(f"{model_path}: model directory not found")
+    gamma = _number("--gamma", gamma)
+    if gpus == 0 and not isinstance(gpus, bool):
+        raise InputError("--gpus: expected a whole number >= 1, got 0 (these are GPU configs; "
+                         "to train on CPU start from conf/cpu/rpo.yaml)")
+    gpus = _count("--gpus", gpus)
+    _model_dir(model_path)
+    per_device_batch = _count("--per_device_batch", per_device_batch or per_device_batch_for(model_path))
+    if effective_batch is None:
+        effective_batch = per_device_batch * PAPER_ACCUMULATION * PAPER_GPUS
+    accumulation = gradient_accumulation(_count("--effective_batch", effective_batch), gpus, per_device_batch)
     entry = dataset_entry(dataset_dir, dataset)
     template = template or infer_template(model_path)
     texts = _example_texts(Path(dataset_dir), entry)
     cutoff = percentile_cutoff(token_lengths(model_path, texts), max_cutoff)
-    batch_size, accumulation, epochs = (2, 8, 3.0)
+    epochs = 3.0
 
     config: dict[str, Any] = {
         "model_name_or_path": str(model_path),
@@ -215,6 +282,7 @@ def build_config(
     ds = deepspeed_config(gpus, estimate_parameters(model_path))
     if ds:
         config["deepspeed"] = ds
+    train_examples = len(texts) - math.ceil(VAL_SIZE * len(texts))
     config.update(
         {
             "dataset": dataset,
@@ -228,7 +296,7 @@ def build_config(
             "overwrite_output_dir": True,
             "save_only_model": False,
             "report_to": "none",
-            "per_device_train_batch_size": batch_size,
+            "per_device_train_batch_size": per_device_batch,
             "gradient_accumulation_steps": accumulation,
             "learning_rate": 5.0e-5 if method == "sft" else 5.0e-4,
             "num_train_epochs": epochs,
@@ -236,36 +304,131 @@ def build_config(
             "warmup_ratio": 0.1,
             "bf16": True,
             "ddp_timeout": 180000000,
-            **step_schedule(len(texts), gpus, batch_size, accumulation, epochs),
+            "val_size": VAL_SIZE,
+            "per_device_eval_batch_size": per_device_batch,
+            "eval_strategy": "steps",
+            **step_schedule(train_examples, effective_batch, epochs),
         }
     )
     return config
 
 
+def build_merge_config(
+    model_path: str,
+    adapter_path: str | None,
+    template: str | None = None,
+    export_dir: str | None = None,
+    export_size: int = 5,
+    export_device: str = "cpu",
+) -> dict[str, Any]:
+    """The `llamafactory-cli export` YAML that merges a LoRA adapter into its base model."""
+    _model_dir(model_path)
+    if not adapter_path or not (Path(adapter_path) / "adapter_config.json").is_file():
+        raise InputError(f"--adapter_path: {adapter_path!r} is not a LoRA adapter directory (no adapter_config.json)")
+    if export_device not in ("cpu", "auto"):
+        raise InputError(f"--export_device: expected cpu or auto, got {export_device!r}")
+    return {
+        "model_name_or_path": str(model_path),
+        "adapter_name_or_path": str(adapter_path),
+        "template": template or infer_template(model_path),
+        "trust_remote_code": True,
+        "finetuning_type": "lora",
+        "export_dir": export_dir or f"{Path(adapter_path).as_posix().rstrip('/')}_merged",
+        "export_size": _count("--export_size", export_size),
+        "export_device": export_device,
+        "export_legacy_format": False,
+    }
+
+
+def _file_name_part(flag: str, value: str) -> str:
+    """A name that goes into the default output file name: one path component, never `..`."""
+    if not value or any(sep in value for sep in ("/", "\\", os.sep)) or value in (".", ".."):
+        raise InputError(f"{flag}: {value!r} cannot be part of a file name in the output folder; pass --output")
+    return value
+
+
+def output_path(output_dir: str, output: str | None, default_name: str) -> Path:
+    """Where to write: an absolute `--output` as given; a relative one, or the default name, inside
+    `--output_dir`, which it may not escape (`../../x`). The folder must be a writable directory."""
+    if output and Path(output).is_absolute():
+        path = Path(output)
+    else:
+        folder = Path(output_dir).resolve()
+        path = (folder / (output or default_name)).resolve()
+        if not path.is_relative_to(folder):
+            raise InputError(f"--output: {output!r} would be written outside the output folder {output_dir}")
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{parent}: exists and is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"{parent}: not writable")
+            break
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+    return path
+
+
+def write_yaml(path: Path, header: str, config: dict[str, Any]) -> None:
+    try:
+        with atomic_write(path) as fh:
+            fh.write(header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    except OSError as err:
+        raise InputError(f"{path}: cannot write ({err.strerror})") from None
+
+
 @exit_on_input_error
 def main(
     model_path: str,
-    dataset: str,
+    dataset: str | None = None,
     gpus: int = 1,
     method: str = "rpo",
     gamma: float = 0.05,
     dataset_dir: str = "data",
     output: str | None = None,
+    output_dir: str = DEFAULT_OUTPUT_DIR,
     finetuning_type: str = "lora",
     max_cutoff: int = 8192,
     template: str | None = None,
+    effective_batch: int | None = None,
+    per_device_batch: int | None = None,
+    adapter_path: str | None = None,
+    export_dir: str | None = None,
+    export_size: int = 5,
+    export_device: str = "cpu",
 ) -> None:
-    """Write the YAML and print the command that trains with it."""
-    config = build_config(model_path, dataset, method, gpus, gamma, dataset_dir, finetuning_type, max_cutoff, template)
-    output_path = Path(output or f"conf/generated/{model_slug(model_path)}_{method}_{dataset}.yaml")
-    header = f"# Generated by src/utils/generate_conf_file.py for {model_path} on dataset {dataset}.\n"
+    """Write the YAML and print the command that runs it."""
+    if method not in METHODS:
+        raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if method == "merge":
+        config = build_merge_config(model_path, adapter_path, template, export_dir, export_size, export_device)
+        path = output_path(output_dir, output, f"{model_slug(model_path)}_merge.yaml")
+        header = f"# Generated by src/utils/generate_conf_file.py: merge {adapter_path} into {model_path}.\n"
+        write_yaml(path, header, config)
+        print(f"wrote {path} (export to {config['export_dir']})")
+        print(f"llamafactory-cli export {path}")
+        return
+    if dataset is None or dataset == "":
+        raise InputError("--dataset: required for training methods (a dataset name from dataset_info.json)")
+    dataset = str(dataset)
+    default_name = f"{model_slug(model_path)}_{_file_name_part('--method', method)}_{_file_name_part('--dataset', dataset)}.yaml"
+    path = output_path(output_dir, output, default_name)
+    config = build_config(model_path, dataset, method, gpus, gamma, dataset_dir, finetuning_type, max_cutoff, template,
+                          effective_batch=effective_batch, per_device_batch=per_device_batch)
+    effective = config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] * gpus
+    header = (
+        f"# Generated by src/utils/generate_conf_file.py for {model_path} on dataset {dataset}.\n"
+        f"# Effective batch {effective} = {gpus} GPU(s) x per-device batch {config['per_device_train_batch_size']}"
+        f" x gradient accumulation {config['gradient_accumulation_steps']}; {VAL_SIZE:.0%} of the data is held out"
+        " for evaluation.\n"
+    )
     if method == "rpo":
         header += "# rpo_gamma sits inside pref_beta: the paper's Eq. 4 gamma equals pref_beta * rpo_gamma.\n"
-    with atomic_write(output_path) as fh:
-        fh.write(header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    write_yaml(path, header, config)
     launcher = "FORCE_TORCHRUN=1 " if gpus > 1 else ""
-    print(f"wrote {output_path} (template {config['template']}, cutoff_len {config['cutoff_len']})")
-    print(f"{launcher}llamafactory-cli train {output_path}")
+    print(f"wrote {path} (template {config['template']}, cutoff_len {config['cutoff_len']}, "
+          f"effective batch {effective})")
+    print(f"{launcher}llamafactory-cli train {path}")
 
 
 if __name__ == "__main__":
