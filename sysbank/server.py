@@ -1,14 +1,17 @@
 """A local web page over a loaded SysBank: search, filter and read prompts, constraints highlighted.
 
 FastAPI on uvicorn: a JSON API under /api/ and a static page from `sysbank/web/` with no external
-resources, so it works offline. It binds 127.0.0.1 unless told otherwise. The API handlers are plain
-functions, which FastAPI runs in its thread pool, and regular-expression searches release the GIL
-under a deadline: one slow search never holds up the other requests.
+resources, so it works offline. It binds 127.0.0.1 unless told otherwise. Nothing runs on the event
+loop: the small handlers run in FastAPI's thread pool, and searches in threads of their own, one per
+CPU at a time (more would only slow each one down and run them into their deadline). A
+regular-expression search releases the GIL and is stopped at its deadline, so one slow search
+never holds up the other requests.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import os
 import socket
 import sys
 from collections.abc import Mapping
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from rpo.utils.io import InputError
@@ -141,9 +145,12 @@ def create_app(bank: Bank, regex_timeout_s: float = REGEX_TIMEOUT_S) -> FastAPI:
     def stats() -> JSONResponse:
         return _json(bank.stats())
 
+    searches = CapacityLimiter(len(os.sched_getaffinity(0)))
+
     @app.get("/api/search")
-    def search(request: Request) -> JSONResponse:
-        return _json(search_api(bank, request.query_params, regex_timeout_s))
+    async def search(request: Request) -> JSONResponse:
+        answer = await to_thread.run_sync(search_api, bank, request.query_params, regex_timeout_s, limiter=searches)
+        return _json(answer)
 
     @app.get("/api/profile")
     def profile(request: Request) -> JSONResponse:
