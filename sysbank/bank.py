@@ -3,12 +3,17 @@
 Searching 32k prompts many times (the web page searches as you type) must stay well under a
 fifth of a second, so the searchable text of every record is joined once into one lowercased
 string: a query is then a handful of C-level `str.find` / regex scans instead of a Python loop.
+
+Regular expressions come from users (and from a web page), and a backtracking one such as
+`(\\w|\\w)*#` can take tens of seconds, so they run on the `regex` engine under a deadline and with
+the GIL released: a search that runs out of time is refused with a clear message and never holds
+up other threads.
 """
 
 from __future__ import annotations
 
 import random
-import re
+import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -17,13 +22,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import regex as regex_engine
 from rpo.utils.io import InputError
 from rpo.utils.schema import SystemProfile
 
-from sysbank.loader import SAMPLE_PATH, Location, iter_profiles, profile_language
+from sysbank.loader import SAMPLE_PATH, Location, duplicate_id, iter_profiles, profile_language
 from sysbank.ontology import CATEGORIES, OTHER, categorize
 
 LANGUAGES = ("en", "zh")
+# How long one regular-expression search may run; legitimate ones take well under 0.1 s on 32k prompts.
+REGEX_TIMEOUT_S = 2.0
 # Keeps one record's text apart from the next in the joined search string; no query can contain it.
 _SEP = "\n\x00\n"
 
@@ -47,6 +55,10 @@ class Filters:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InputError(f"--{name}: expected a whole number >= 0, got {value!r}")
+        if self.min_constraints is not None and self.max_constraints is not None \
+                and self.max_constraints < self.min_constraints:
+            raise InputError(f"--max_constraints: {self.max_constraints} is below --min_constraints "
+                             f"{self.min_constraints}, so nothing could match")
 
 
 def searchable_text(profile: SystemProfile) -> str:
@@ -63,10 +75,7 @@ class Bank:
         self._by_id: dict[str, int] = {}
         for i, profile in enumerate(self.profiles):
             if profile.id in self._by_id:
-                first = self.locations[self._by_id[profile.id]]
-                raise InputError(
-                    f"{self.locations[i]} (record {profile.id}): field gptId: duplicate id, first seen at {first}"
-                )
+                raise duplicate_id(profile.id, self.locations[i], self.locations[self._by_id[profile.id]])
             self._by_id[profile.id] = i
         self.languages = [profile_language(p) for p in self.profiles]
         self.sources = [p.source for p in self.profiles]
@@ -129,22 +138,19 @@ class Bank:
             out.append(i)
         return out
 
-    def search(self, text: str, regex: bool = False, filters: Filters = Filters()) -> list[int]:
+    def search(self, text: str, regex: bool = False, filters: Filters = Filters(),
+               timeout_s: float = REGEX_TIMEOUT_S) -> list[int]:
         """Records whose name, description, skills or constraints contain `text` (case-insensitive).
 
         With `regex=True`, `text` is a Python regular expression (also case-insensitive; `^`/`$`
-        anchor at line ends, each skill and constraint being one line).
+        anchor at line ends, each skill and constraint being one line). A regular expression that
+        is invalid, nested too deeply or still searching after `timeout_s` seconds is an `InputError`.
         """
         if regex:
-            try:
-                pattern = re.compile(text, re.IGNORECASE | re.MULTILINE)
-            except re.error as err:
-                raise InputError(f"--regex: invalid regular expression {text!r} ({err})") from None
-            hits = self._regex_hits(pattern)
+            hits = self._regex_hits(compile_pattern(text), timeout_s)
         else:
             hits = self._substring_hits(text.lower())
         return self.select(filters, hits)
-
     def _substring_hits(self, needle: str) -> list[int]:
         if not needle:
             return list(range(len(self.profiles)))
@@ -160,18 +166,30 @@ class Bank:
             pos = hay.find(needle, starts[record + 1])
         return hits
 
-    def _regex_hits(self, pattern: re.Pattern[str]) -> list[int]:
+    def _regex_hits(self, pattern: regex_engine.Pattern[str], timeout_s: float) -> list[int]:
         hay, starts, hits = self._text, self._starts, []
-        match = pattern.search(hay)
+        deadline = time.monotonic() + timeout_s
+
+        def search(pos: int, endpos: int | None = None) -> regex_engine.Match[str] | None:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                return pattern.search(hay, pos, endpos, concurrent=True, timeout=left)
+            except TimeoutError:
+                raise InputError(f"--regex: search for {_shown(pattern.pattern)} stopped after {timeout_s:g} s; "
+                                 "simplify the pattern (nested repeats backtrack endlessly)") from None
+
+        match = search(0)
         while match is not None:
             record = bisect_right(starts, match.start()) - 1
             end = starts[record + 1] - len(_SEP) if record + 1 < len(starts) else len(hay)
             # A match that runs into the next record (e.g. `a[\s\S]*b`) is checked on this record alone.
-            if match.end() <= end or pattern.search(hay, starts[record], end):
+            if match.end() <= end or search(starts[record], end):
                 hits.append(record)
             if record + 1 >= len(starts):
                 break
-            match = pattern.search(hay, starts[record + 1])
+            match = search(starts[record + 1])
         return hits
 
     def sample(self, indices: Sequence[int], n: int, seed: int) -> list[int]:
@@ -210,6 +228,23 @@ class Bank:
             "constraint_categories": {k: constraint_tags.get(k, 0) for k in kinds},
             "prompts_with_category": {k: prompt_tags.get(k, 0) for k in kinds},
         }
+
+
+def compile_pattern(text: str) -> regex_engine.Pattern[str]:
+    """A user's regular expression, case-insensitive and line-anchored, or an `InputError` saying why not."""
+    try:
+        return regex_engine.compile(text, regex_engine.IGNORECASE | regex_engine.MULTILINE)
+    except regex_engine.error as err:
+        raise InputError(f"--regex: invalid regular expression {_shown(text)} ({err})") from None
+    except RecursionError:
+        raise InputError(f"--regex: regular expression {_shown(text)} is nested too deeply") from None
+
+
+def _shown(text: str, width: int = 60) -> str:
+    """A pattern quoted as the user typed it (control characters escaped), cut short to keep one line."""
+    cut = text if len(text) <= width else text[:width]
+    quoted = f"'{cut if cut.isprintable() else repr(cut)[1:-1]}'"
+    return quoted if cut is text else f"{quoted}… ({len(text)} characters)"
 
 
 def _starts(parts: Sequence[str]) -> list[int]:

@@ -3,8 +3,8 @@
     python sysbank/browse.py {stats,list,show,search,export,serve} [--path FILE_OR_DIR ...]
 
 `--path` defaults to the bundled sample and takes any number of release files or folders
-(`.jsonl`, `.jsonl.gz`). `--json` makes list/search/show print §4.1 JSONL records. Bad input is
-reported in one line naming file, line and field, with exit status 2.
+(`.jsonl`, `.jsonl.gz`). `--json` makes list/search/show print normalised JSONL records. Bad input,
+a bad argument included, is reported in one line naming file, line and field, with exit status 2.
 """
 
 from __future__ import annotations
@@ -12,24 +12,68 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error
 
-from sysbank.bank import LANGUAGES, Bank, Filters
+from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters
 from sysbank.loader import SAMPLE_PATH, to_jsonl_line
 from sysbank.ontology import CATEGORIES, OTHER
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (an `InputError`) instead of the usage text and a line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog}: {message} (see --help)")
+
+
+def whole_number(text: str) -> int:
+    """An argument that must be an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 meaning any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="only records of this source (e.g. frgpts, gptstore)")
     parser.add_argument("--language", "--lang", choices=LANGUAGES, help="only records in this language")
-    parser.add_argument("--min_constraints", "--min-constraints", type=int, help="at least this many constraints")
-    parser.add_argument("--max_constraints", "--max-constraints", type=int, help="at most this many constraints")
+    parser.add_argument("--min_constraints", "--min-constraints", type=whole_number,
+                        help="at least this many constraints")
+    parser.add_argument("--max_constraints", "--max-constraints", type=whole_number,
+                        help="at most this many constraints")
     parser.add_argument("--category", choices=(*CATEGORIES, OTHER), help="with a constraint of this ontology kind")
 
 
@@ -39,11 +83,16 @@ def _add_common(parser: argparse.ArgumentParser, json_flag: bool = True) -> None
         help=f"release files or folders (default: the bundled sample {SAMPLE_PATH.name})",
     )
     if json_flag:
-        parser.add_argument("--json", action="store_true", help="print §4.1 JSONL records")
+        parser.add_argument("--json", action="store_true", help="print normalised JSONL records")
+
+
+def _add_regex_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--regex_timeout", "--regex-timeout", type=seconds, default=REGEX_TIMEOUT_S, metavar="SECONDS",
+                        help=f"stop a regular-expression search after this long (default {REGEX_TIMEOUT_S:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sysbank/browse.py", description="Browse SysBank system prompts.")
+    parser = OneLineParser(prog="sysbank/browse.py", description="Browse SysBank system prompts.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     stats = sub.add_parser("stats", help="records by source and language, constraint histogram and kinds")
@@ -53,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="one line per record")
     _add_common(listing)
     _add_filters(listing)
-    listing.add_argument("--limit", type=int, help="print at most this many")
+    listing.add_argument("--limit", type=whole_number, help="print at most this many")
 
     show = sub.add_parser("show", help="one record in full")
     show.add_argument("id")
@@ -62,22 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="case-insensitive search of name, description, skills, constraints")
     search.add_argument("text")
     search.add_argument("--regex", action="store_true", help="TEXT is a regular expression")
+    _add_regex_timeout(search)
     _add_common(search)
     _add_filters(search)
-    search.add_argument("--limit", type=int, help="print at most this many")
+    search.add_argument("--limit", type=whole_number, help="print at most this many")
 
-    export = sub.add_parser("export", help="write the selected records as profile JSONL (§4.1), atomically")
+    export = sub.add_parser("export", help="write the selected records as normalised profile JSONL, atomically")
     export.add_argument("--output", "-o", required=True, help="output .jsonl (or .jsonl.gz)")
     export.add_argument("--search", dest="text", help="only records matching this text")
     export.add_argument("--regex", action="store_true", help="--search is a regular expression")
-    export.add_argument("--sample", type=int, help="a seeded random subset of this many records")
+    _add_regex_timeout(export)
+    export.add_argument("--sample", type=whole_number, help="a seeded random subset of this many records")
     export.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
     _add_common(export, json_flag=False)
     _add_filters(export)
 
     serve = sub.add_parser("serve", help="a local web page to search, filter and read prompts")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port (0 picks a free one; default 8765)")
+    serve.add_argument("--port", type=port_number, default=8765, help="port (0 picks a free one; default 8765)")
+    _add_regex_timeout(serve)
     _add_common(serve, json_flag=False)
     return parser
 
@@ -93,11 +145,7 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 
 def _limit(indices: list[int], limit: int | None) -> list[int]:
-    if limit is None:
-        return indices
-    if limit < 0:
-        raise InputError(f"--limit: expected a whole number >= 0, got {limit}")
-    return indices[:limit]
+    return indices if limit is None else indices[:limit]
 
 
 def _one_line(text: str, width: int) -> str:
@@ -159,11 +207,20 @@ def print_stats(stats: dict[str, object]) -> None:
 
 
 def export(bank: Bank, indices: Sequence[int], output: str | Path) -> int:
-    """Write records as §4.1 JSONL in one atomic step (gzip when the name ends in .gz)."""
+    """Write records as normalised JSONL in one atomic step (gzip when the name ends in .gz).
+
+    Nothing selected is an error, not an empty file: the loader refuses empty files, so such an
+    export could never be read back.
+    """
+    if not indices:
+        raise InputError(f"--output: nothing to write to {output}: no record passes the filters (no file written)")
     output = Path(output)
     data = "".join(to_jsonl_line(bank.profiles[i]) + "\n" for i in indices).encode("utf-8")
-    with atomic_write(output, "wb") as fh:
-        fh.write(gzip.compress(data, mtime=0) if output.suffix == ".gz" else data)
+    try:
+        with atomic_write(output, "wb") as fh:
+            fh.write(gzip.compress(data, mtime=0) if output.suffix == ".gz" else data)
+    except OSError as err:
+        raise InputError(f"--output: cannot write {output} ({err.strerror or err})") from None
     return len(indices)
 
 
@@ -195,13 +252,18 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "list":
         print_list(bank, _limit(bank.select(_filters(args)), args.limit), args.json)
     elif args.command == "search":
-        hits = bank.search(args.text, regex=args.regex, filters=_filters(args))
+        hits = bank.search(args.text, regex=args.regex, filters=_filters(args), timeout_s=args.regex_timeout)
         print_list(bank, _limit(hits, args.limit), args.json)
         if not args.json:
             print(f"{len(hits)} match(es)", file=sys.stderr)
     elif args.command == "export":
         filters = _filters(args)
-        chosen = bank.search(args.text, args.regex, filters) if args.text is not None else bank.select(filters)
+        if args.regex and args.text is None:
+            raise InputError("--regex: needs --search TEXT (the regular expression)")
+        if args.text is None:
+            chosen = bank.select(filters)
+        else:
+            chosen = bank.search(args.text, args.regex, filters, timeout_s=args.regex_timeout)
         if args.sample is not None:
             chosen = bank.sample(chosen, args.sample, args.seed)
         n = export(bank, chosen, args.output)
@@ -209,7 +271,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "serve":
         from sysbank.server import serve
 
-        serve(bank, host=args.host, port=args.port)
+        serve(bank, host=args.host, port=args.port, regex_timeout_s=args.regex_timeout)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,25 @@
-"""Load SysBank release files into normalised `SystemProfile` records (SPEC §4.1).
+"""Load SysBank release files into normalised `SystemProfile` records.
 
 The release writes its profiles in two key languages (`Name`/`名称`, ...), carries its own
 misspellings (`Skils`, `desription`) and sometimes only the flat `system_prompt` text; all of it is
-mapped to one form here so every other part of the toolkit sees a single record type. A bad record
-stops the load with an `InputError` naming file, line and field: nothing is silently dropped.
+mapped to one form here so every other part of the toolkit sees a single record type. A bad record,
+a repeated id, an empty file or one that is not UTF-8 stops the load with a one-line `InputError`
+naming file, line and field: nothing is silently dropped.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from rpo.utils.io import InputError, describe_validation_error, open_text
+from rpo.utils.io import InputError, describe_validation_error
 from rpo.utils.schema import SystemProfile
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "sample.jsonl"
@@ -267,56 +270,95 @@ def expand_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 def iter_file(path: Path) -> Iterator[tuple[SystemProfile, Location]]:
     """Stream normalised profiles from one release file, naming file/line/field on a bad record."""
+    for profile, where, _ in _records(path):
+        yield profile, where
+
+
+def _records(path: Path) -> Iterator[tuple[SystemProfile, Location, str]]:
+    """(profile, location, the key its id was read from) for every record of one file.
+
+    A file with no record at all (empty, or blank lines only) is refused: it is a failed download
+    or a wrong path far more often than a corpus.
+    """
+    records = 0
+    for lineno, line in _lines(path):
+        profile, id_key = _parse_line(line, path, lineno)
+        records += 1
+        yield profile, Location(str(path), lineno), id_key
+    if not records:
+        raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The numbered non-blank lines of a UTF-8 (optionally gzipped) file, a leading BOM dropped.
+
+    Lines are decoded one by one so that a bad byte is reported with its line; unreadable files
+    and corrupt gzip data become one-line `InputError`s.
+    """
+    lineno = 0
     try:
-        with open_text(path) as fh:
-            for lineno, line in enumerate(fh, 1):
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise InputError(f"{path}: line {lineno}: not valid UTF-8 (byte {err.start + 1})") from None
                 if lineno == 1:
                     line = line.lstrip("\ufeff")
-                if not line.strip():
-                    continue
-                yield _parse_line(line, path, lineno), Location(str(path), lineno)
-    except (UnicodeDecodeError, OSError, EOFError) as err:
-        raise InputError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+                if line.strip():
+                    yield lineno, line
+    except (OSError, EOFError, zlib.error) as err:
+        reason = (err.strerror if isinstance(err, OSError) else None) or str(err) or type(err).__name__
+        raise InputError(f"{path}: line {lineno + 1}: cannot read ({reason})") from None
 
 
-def _parse_line(line: str, path: Path, lineno: int) -> SystemProfile:
+def _parse_line(line: str, path: Path, lineno: int) -> tuple[SystemProfile, str]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise InputError(f"{path}: line {lineno}: invalid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
     try:
-        return normalise(obj)
+        return normalise(obj), "gptId" if "gptId" in obj else "id"
     except (ValueError, TypeError) as err:
         record_id = obj.get("gptId") or obj.get("id")
         record = f" (record {record_id})" if isinstance(record_id, str | int) and record_id != "" else ""
         raise InputError(f"{path}: line {lineno}{record}: {err}") from None
 
 
+def duplicate_id(record_id: str, where: Location, first: Location, field: str = "gptId") -> InputError:
+    """The error for a record whose id an earlier record already has."""
+    return InputError(f"{where} (record {record_id}): field {field}: duplicate id, first seen at {first}")
+
+
 def iter_profiles(paths: str | Path | Iterable[str | Path]) -> Iterator[tuple[SystemProfile, Location]]:
-    """Stream (profile, location) over any number of files and folders, in the order given."""
+    """Stream (profile, location) over any number of files and folders, in the order given.
+
+    A repeated id is refused, across files too: ids are how records are found (`show`, the web
+    page's links) and they become the session ids of data construction, which must be unique.
+    """
+    first_seen: dict[str, Location] = {}
     for path in expand_paths(paths):
-        yield from iter_file(path)
+        for profile, where, id_key in _records(path):
+            first = first_seen.setdefault(profile.id, where)
+            if first is not where:
+                raise duplicate_id(profile.id, where, first, id_key)
+            yield profile, where
 
 
 def load_profiles(paths: str | Path | Iterable[str | Path] = SAMPLE_PATH) -> list[SystemProfile]:
-    """All profiles of the given files/folders; a repeated id is an error (ids are how records are found)."""
-    profiles: list[SystemProfile] = []
-    seen: dict[str, Location] = {}
-    for profile, where in iter_profiles(paths):
-        if profile.id in seen:
-            raise InputError(f"{where} (record {profile.id}): field gptId: duplicate id, first seen at {seen[profile.id]}")
-        seen[profile.id] = where
-        profiles.append(profile)
-    return profiles
+    """All profiles of the given files/folders (ids unique, as in `iter_profiles`)."""
+    return [profile for profile, _ in iter_profiles(paths)]
 
 
 def to_jsonl_line(profile: SystemProfile) -> str:
-    """The §4.1 normalised form of a profile as one JSON line."""
+    """The normalised form of a profile as one JSON line."""
     return json.dumps(normalised_dict(profile), ensure_ascii=False)
 
 
 def normalised_dict(profile: SystemProfile) -> dict[str, Any]:
-    """The §4.1 fields of a profile, in the SPEC's order."""
+    """The normalised fields of a profile, in their documented order."""
     return {field: getattr(profile, field) for field in NORMALISED_FIELDS}

@@ -1,44 +1,68 @@
 """A local web page over a loaded SysBank: search, filter and read prompts, constraints highlighted.
 
-Standard library only (http.server): a JSON API under /api/ and a static page from `sysbank/web/`
-with no external resources, so it works offline. It binds 127.0.0.1 unless told otherwise.
+FastAPI on uvicorn: a JSON API under /api/ and a static page from `sysbank/web/` with no external
+resources, so it works offline. It binds 127.0.0.1 unless told otherwise. Nothing runs on the event
+loop: the small handlers run in FastAPI's thread pool, and searches in threads of their own, one per
+CPU at a time (more would only slow each one down and run them into their deadline). A
+regular-expression search releases the GIL and is stopped at its deadline, so one slow search
+never holds up the other requests.
 """
 
 from __future__ import annotations
 
-import json
 import mimetypes
+import os
+import socket
 import sys
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+import uvicorn
+from anyio import CapacityLimiter, to_thread
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from rpo.utils.io import InputError
+from starlette.exceptions import HTTPException
 
-from sysbank.bank import LANGUAGES, Bank, Filters
+from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters
 from sysbank.loader import normalised_dict
 from sysbank.ontology import CATEGORIES, OTHER
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC_FILES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
 MAX_PAGE = 200
+# Connections the kernel queues while every worker is busy: a page burst or a load test must not be refused.
+LISTEN_BACKLOG = 2048
+NO_STORE = {"Cache-Control": "no-store"}
+GRACEFUL_SHUTDOWN_S = 2
 
 
-def _int_param(query: dict[str, list[str]], name: str, default: int | None = None) -> int | None:
-    value = query.get(name, [""])[0].strip()
+def _int_param(query: Mapping[str, str], name: str, low: int = 0, high: int | None = None) -> int | None:
+    value = query.get(name, "").strip()
     if not value:
-        return default
+        return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        raise InputError(f"parameter {name}: expected a whole number, got {value!r}") from None
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        expected = f"a whole number from {low} to {high}" if high is not None else f"a whole number >= {low}"
+        raise InputError(f"parameter {name}: expected {expected}, got {value!r}")
+    return number
 
 
-def _text_param(query: dict[str, list[str]], name: str) -> str | None:
-    value = query.get(name, [""])[0].strip()
-    return value or None
+def _text_param(query: Mapping[str, str], name: str) -> str | None:
+    return query.get(name, "").strip() or None
+
+
+def _flag_param(query: Mapping[str, str], name: str) -> bool:
+    value = query.get(name, "").strip().lower()
+    if value in {"", "0", "false", "off"}:
+        return False
+    if value in {"1", "true", "on"}:
+        return True
+    raise InputError(f"parameter {name}: expected 1 or 0, got {value!r}")
 
 
 def summary(bank: Bank, i: int) -> dict[str, Any]:
@@ -55,7 +79,7 @@ def summary(bank: Bank, i: int) -> dict[str, Any]:
 
 
 def detail(bank: Bank, i: int) -> dict[str, Any]:
-    """A full record (§4.1 fields) plus what the page highlights: language and ontology tags."""
+    """A full record (the normalised fields) plus what the page highlights: language and ontology tags."""
     return {
         **normalised_dict(bank.profiles[i]),
         "language": bank.languages[i],
@@ -64,7 +88,7 @@ def detail(bank: Bank, i: int) -> dict[str, Any]:
     }
 
 
-def search_api(bank: Bank, query: dict[str, list[str]]) -> dict[str, Any]:
+def search_api(bank: Bank, query: Mapping[str, str], regex_timeout_s: float = REGEX_TIMEOUT_S) -> dict[str, Any]:
     """`/api/search?q=&regex=1&source=&language=&category=&min=&max=&offset=&limit=`."""
     filters = Filters(
         source=_text_param(query, "source"),
@@ -73,11 +97,11 @@ def search_api(bank: Bank, query: dict[str, list[str]]) -> dict[str, Any]:
         min_constraints=_int_param(query, "min"),
         max_constraints=_int_param(query, "max"),
     )
-    text = query.get("q", [""])[0]
-    regex = query.get("regex", ["0"])[0] in {"1", "true", "on"}
-    hits = bank.search(text, regex=regex, filters=filters) if text else bank.select(filters)
-    offset = max(0, _int_param(query, "offset", 0) or 0)
-    limit = min(MAX_PAGE, max(1, _int_param(query, "limit", 50) or 50))
+    offset = _int_param(query, "offset") or 0
+    limit = _int_param(query, "limit", low=1, high=MAX_PAGE) or 50
+    text = query.get("q", "")
+    regex = _flag_param(query, "regex")
+    hits = bank.search(text, regex=regex, filters=filters, timeout_s=regex_timeout_s) if text else bank.select(filters)
     return {
         "total": len(hits),
         "offset": offset,
@@ -96,72 +120,90 @@ def meta_api(bank: Bank) -> dict[str, Any]:
     }
 
 
-def make_handler(bank: Bank) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to one bank."""
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "SysBank"
-
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            query = parse_qs(url.query)
-            try:
-                if url.path in STATIC_FILES:
-                    self._static(STATIC_FILES[url.path])
-                elif url.path == "/api/meta":
-                    self._json(meta_api(bank))
-                elif url.path == "/api/stats":
-                    self._json(bank.stats())
-                elif url.path == "/api/search":
-                    self._json(search_api(bank, query))
-                elif url.path == "/api/profile":
-                    self._json(detail(bank, bank.get(query.get("id", [""])[0])))
-                else:
-                    self._json({"error": f"no such page: {url.path}"}, HTTPStatus.NOT_FOUND)
-            except InputError as err:
-                status = HTTPStatus.NOT_FOUND if url.path == "/api/profile" else HTTPStatus.BAD_REQUEST
-                self._json({"error": str(err)}, status)
-
-        def _static(self, name: str) -> None:
-            body = (WEB_DIR / name).read_bytes()
-            ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            self._send(body, f"{ctype}; charset=utf-8")
-
-        def _json(self, obj: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
-            self._send(json.dumps(obj, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8", status)
-
-        def _send(self, body: bytes, ctype: str, status: HTTPStatus = HTTPStatus.OK) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: one line per request would drown the URL line a user needs."""
-
-    return Handler
+def _json(obj: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(obj, status_code=status, headers=NO_STORE)
 
 
-def make_server(bank: Bank, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    """A bound (not yet serving) server; port 0 picks a free port (see `server.server_address`)."""
+def create_app(bank: Bank, regex_timeout_s: float = REGEX_TIMEOUT_S) -> FastAPI:
+    """The web app over one bank. Bad parameters answer 400, an unknown id or page 404, each `{"error": ...}`."""
+    app = FastAPI(title="SysBank", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(InputError)
+    async def bad_input(request: Request, err: InputError) -> JSONResponse:
+        return _json({"error": str(err)}, 400)
+
+    @app.exception_handler(HTTPException)
+    async def no_such_page(request: Request, err: HTTPException) -> JSONResponse:
+        message = f"no such page: {request.url.path}" if err.status_code == 404 else str(err.detail)
+        return _json({"error": message}, err.status_code)
+
+    @app.get("/api/meta")
+    def meta() -> JSONResponse:
+        return _json(meta_api(bank))
+
+    @app.get("/api/stats")
+    def stats() -> JSONResponse:
+        return _json(bank.stats())
+
+    searches = CapacityLimiter(len(os.sched_getaffinity(0)))
+
+    @app.get("/api/search")
+    async def search(request: Request) -> JSONResponse:
+        answer = await to_thread.run_sync(search_api, bank, request.query_params, regex_timeout_s, limiter=searches)
+        return _json(answer)
+
+    @app.get("/api/profile")
+    def profile(request: Request) -> JSONResponse:
+        try:
+            i = bank.get(request.query_params.get("id", ""))
+        except InputError as err:
+            return _json({"error": str(err)}, 404)
+        return _json(detail(bank, i))
+
+    for route, name in STATIC_FILES.items():
+        body = (WEB_DIR / name).read_bytes()
+        media_type = f"{mimetypes.guess_type(name)[0] or 'application/octet-stream'}; charset=utf-8"
+        app.add_api_route(route, _static_page(body, media_type), methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _static_page(body: bytes, media_type: str) -> Any:
+    async def page() -> Response:
+        return Response(body, media_type=media_type, headers=NO_STORE)
+
+    return page
+
+
+def listen(host: str = "127.0.0.1", port: int = 8765) -> socket.socket:
+    """A listening socket with a real backlog; port 0 picks a free port (see `getsockname()`)."""
     try:
-        server = ThreadingHTTPServer((host, port), make_handler(bank))
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        raise InputError(f"--host: cannot use {host!r} ({err.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as err:
+        sock.close()
         raise InputError(f"--port: cannot listen on {host}:{port} ({err.strerror})") from None
-    server.daemon_threads = True
-    return server
+    return sock
 
 
-def serve(bank: Bank, host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(bank: Bank, host: str = "127.0.0.1", port: int = 8765, regex_timeout_s: float = REGEX_TIMEOUT_S) -> None:
     """Serve until interrupted, printing the page's URL first (with the real port when 0 was asked)."""
-    server = make_server(bank, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    print(f"SysBank: {len(bank)} prompts at http://{bound_host}:{bound_port}/  (Ctrl-C to stop)", flush=True)
+    sock = listen(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    config = uvicorn.Config(create_app(bank, regex_timeout_s), log_level="warning", access_log=False,
+                            backlog=LISTEN_BACKLOG, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    print(f"SysBank: {len(bank)} prompts at http://{shown_host}:{bound_port}/  (Ctrl-C to stop)", flush=True)
     try:
-        server.serve_forever()
+        uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        pass  # uvicorn has already shut down; it hands the Ctrl-C on once it has
     finally:
-        server.server_close()
+        sock.close()
+    print("stopped", file=sys.stderr)

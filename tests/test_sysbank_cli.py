@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rpo.utils.io import read_jsonl
 from rpo.utils.schema import SystemProfile
 
@@ -147,3 +150,122 @@ def test_runs_from_any_directory(tmp_path: Path) -> None:
     """No sys.path tricks: the installed package resolves wherever the script is started from."""
     run = browse("list", "--limit", "2", cwd=tmp_path)
     assert run.returncode == 0 and len(run.stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["list", "--min_constraints", "abc"],
+         "sysbank/browse.py list: argument --min_constraints/--min-constraints: expected a whole number >= 0, got 'abc'"),
+        (["list", "--max-constraints", "-3"],
+         "sysbank/browse.py list: argument --max_constraints/--max-constraints: expected a whole number >= 0, got '-3'"),
+        (["list", "--limit", "1.5"], "sysbank/browse.py list: argument --limit: expected a whole number >= 0, got '1.5'"),
+        (["list", "--language", "fr"],
+         "sysbank/browse.py list: argument --language/--lang: invalid choice: 'fr' (choose from 'en', 'zh')"),
+        (["stats", "--min_constraints", "5", "--max_constraints", "2"],
+         "--max_constraints: 2 is below --min_constraints 5, so nothing could match"),
+        (["export", "-o", "x.jsonl", "--sample", "-2"],
+         "sysbank/browse.py export: argument --sample: expected a whole number >= 0, got '-2'"),
+        (["export", "-o", "x.jsonl", "--seed", "one"], "sysbank/browse.py export: argument --seed: invalid int value: 'one'"),
+        (["export", "-o", "x.jsonl", "--regex"], "--regex: needs --search TEXT (the regular expression)"),
+        (["serve", "--port", "70000"], "sysbank/browse.py serve: argument --port: expected a port from 0 to 65535, got '70000'"),
+        (["search", "x", "--regex", "--regex_timeout", "0"],
+         "sysbank/browse.py search: argument --regex_timeout/--regex-timeout: expected a number of seconds > 0, got '0'"),
+        (["search", "x", "--regex-timeout", "nan"],
+         "sysbank/browse.py search: argument --regex_timeout/--regex-timeout: expected a number of seconds > 0, got 'nan'"),
+        (["show"], "sysbank/browse.py show: the following arguments are required: id"),
+        (["lst"], "sysbank/browse.py: argument command: invalid choice: 'lst' (choose from 'stats', 'list', 'show', "
+                  "'search', 'export', 'serve')"),
+        (["list", "--nope"], "sysbank/browse.py: unrecognized arguments: --nope"),
+    ],
+    ids=["not-int", "negative", "float", "choice", "empty-range", "sample", "seed", "regex-alone", "port", "timeout-zero",
+         "timeout-nan", "missing-id", "unknown-command", "unknown-option"],
+)
+def test_bad_arguments_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    run = browse(*args, cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == f"error: {message} (see --help)\n" if "sysbank/browse.py" in message else f"error: {message}\n"
+    assert list(tmp_path.iterdir()) == []  # an export that was refused wrote nothing
+
+
+def test_slow_and_bad_regexes_are_one_line() -> None:
+    slow = browse("search", r"(\w|\w)*#", "--regex", "--regex_timeout", "0.5")
+    assert slow.returncode == 2 and slow.stdout == ""
+    assert slow.stderr == (r"error: --regex: search for '(\w|\w)*#' stopped after 0.5 s; simplify the pattern "
+                           "(nested repeats backtrack endlessly)\n")
+    nested = browse("search", "(" * 3000 + ")" * 3000, "--regex")
+    assert nested.returncode == 2
+    assert nested.stderr == f"error: --regex: regular expression '{'(' * 60}'… (6000 characters) is nested too deeply\n"
+    export = browse("export", "-o", "unused.jsonl", "--search", r"(\w|\w)*#", "--regex", "--regex-timeout", "0.5")
+    assert export.returncode == 2 and "stopped after 0.5 s" in export.stderr and len(export.stderr.splitlines()) == 1
+
+
+def test_unreadable_inputs_are_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n", encoding="utf-8")
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(json.dumps(release_record(0)).encode() + b"\n" + '{"gptId": "caf\xe9"}\n'.encode("latin-1"))
+    not_gzip = write(tmp_path / "plain.jsonl.gz", [release_record(0)])
+    expected = {
+        empty: f"{empty}: no records (the file is empty or holds only blank lines)",
+        latin1: f"{latin1}: line 2: not valid UTF-8 (byte 15)",
+        not_gzip: f"{not_gzip}: line 1: cannot read (Not a gzipped file (b'{{\"'))",
+    }
+    for path, message in expected.items():
+        for command in (["stats"], ["list"], ["show", "gen_0"], ["search", "x"], ["export", "-o", str(tmp_path / "o.jsonl")]):
+            run = browse(*command, "--path", str(path))
+            assert (run.returncode, run.stderr) == (2, f"error: {message}\n"), command
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_duplicate_ids_across_files_are_refused(tmp_path: Path) -> None:
+    first = write(tmp_path / "from_frgpt.jsonl", [release_record(0), release_record(1)])
+    second = write(tmp_path / "from_gptstore.jsonl", [release_record(2), release_record(1)])
+    run = browse("list", "--path", str(first), str(second))
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr == f"error: {second}: line 2 (record gen_1): field gptId: duplicate id, first seen at {first}: line 2\n"
+
+
+def test_export_refuses_nothing_and_unwritable_targets(tmp_path: Path) -> None:
+    out = tmp_path / "profiles.jsonl"
+    nothing = browse("export", "-o", str(out), "--search", "zzz-nothing-like-this")
+    assert nothing.returncode == 2 and not out.exists()
+    assert nothing.stderr == f"error: --output: nothing to write to {out}: no record passes the filters (no file written)\n"
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    into_folder = browse("export", "-o", str(folder))
+    assert into_folder.returncode == 2 and into_folder.stderr == f"error: --output: cannot write {folder} (Is a directory)\n"
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []
+
+
+def readme_examples() -> list[str]:
+    """Every `python sysbank/browse.py ...` line in the two READMEs' code blocks, comments cut off."""
+    examples = []
+    for readme in (ROOT / "README.md", ROOT / "sysbank" / "README.md"):
+        for block in re.findall(r"```bash\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S):
+            examples += [line.split("  #")[0].strip() for line in block.splitlines()
+                         if line.startswith("python sysbank/browse.py")]
+    return examples
+
+
+def test_readme_examples_are_true_on_the_sample(tmp_path: Path) -> None:
+    """Each README command runs on the bundled sample and prints something (`serve` is covered by the web tests)."""
+    examples = readme_examples()
+    assert len(examples) >= 8
+    for example in examples:
+        args = shlex.split(example)[2:]
+        if args[0] == "serve":
+            continue
+        run = browse(*args, cwd=tmp_path)  # relative outputs (data/profiles.jsonl) land in tmp_path
+        assert run.returncode == 0 and run.stdout.strip(), f"{example}\n{run.stderr}"
+        if args[0] == "search":
+            assert not run.stderr.startswith("0 match"), example
+    assert (tmp_path / "data" / "profiles.jsonl").is_file()
+
+
+def test_readme_python_example_runs_on_the_sample() -> None:
+    readme = (ROOT / "sysbank" / "README.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    namespace: dict[str, object] = {}
+    exec(code, namespace)  # noqa: S102 - the README's own example
+    assert namespace["profiles"], "the README's search finds nothing on the bundled sample"

@@ -202,8 +202,10 @@ def test_gz_and_folders(tmp_path: Path) -> None:
          "line 1 (record gptstore_1): field system_prompt: no 'Name:'"),
         ([{**EN_RECORD, "source": 3}], "line 1 (record gptstore_1): field source: expected a string"),
         ([EN_RECORD, ZH_RECORD, EN_RECORD], "line 3 (record gptstore_1): field gptId: duplicate id, first seen at"),
+        ([EN_RECORD, "[" * 100_000 + "]" * 100_000], "bad.jsonl: line 2: invalid JSON (nested too deeply)"),
     ],
-    ids=["json", "not-object", "list-item", "no-constraints", "no-id", "flat-unparsable", "source-type", "dup-id"],
+    ids=["json", "not-object", "list-item", "no-constraints", "no-id", "flat-unparsable", "source-type", "dup-id",
+         "deep-json"],
 )
 def test_bad_input_names_file_line_field(tmp_path: Path, lines: list, message: str) -> None:
     path = write_jsonl(tmp_path / "bad.jsonl", lines)
@@ -267,3 +269,100 @@ def test_read_jsonl_accepts_exported_form(tmp_path: Path) -> None:
     out = tmp_path / "profiles.jsonl"
     out.write_text("".join(to_jsonl_line(p) + "\n" for p in Bank.load(SAMPLE_PATH).profiles), encoding="utf-8")
     assert len(list(read_jsonl(out, SystemProfile))) == len(Bank.load(SAMPLE_PATH))
+
+
+def test_backtracking_regex_is_stopped_at_its_deadline() -> None:
+    """`(\\w|\\w)*#` backtracks for tens of seconds on the sample; it is cut off with a clear message."""
+    bank = Bank.load(SAMPLE_PATH)
+    with pytest.raises(InputError) as err:
+        bank.search(r"(\w|\w)*#", regex=True, timeout_s=0.3)
+    assert str(err.value) == (
+        r"--regex: search for '(\w|\w)*#' stopped after 0.3 s; simplify the pattern (nested repeats backtrack endlessly)"
+    )
+    ordinary = bank.search(r"\d+ words", regex=True, timeout_s=0.3)  # still runs under the same bound
+    assert [bank.profiles[i].id for i in ordinary] == ["frgpts_107", "gptstore_514", "gptstore_528"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(", "--regex: invalid regular expression '(' (missing ) at position 1)"),
+        ("a{99999999999}", "--regex: invalid regular expression 'a{99999999999}' (repeat count too big at position 2)"),
+        ("(" * 3000 + "x" + ")" * 3000,
+         "--regex: regular expression '" + "(" * 60 + "'… (6001 characters) is nested too deeply"),
+        ("\n(", r"--regex: invalid regular expression '\n(' (missing ) at position 2 (line 2, column 2))"),
+    ],
+    ids=["unbalanced", "huge-repeat", "deeply-nested", "control-character"],
+)
+def test_bad_regex_is_one_line(pattern: str, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        Bank.load(SAMPLE_PATH).search(pattern, regex=True)
+    assert str(err.value) == message
+
+
+def test_duplicate_ids_are_refused_naming_both_places(tmp_path: Path) -> None:
+    """Not known to occur in the release; refused rather than dropped, since ids become session ids."""
+    first = write_jsonl(tmp_path / "a.jsonl", [EN_RECORD, ZH_RECORD])
+    second = write_jsonl(tmp_path / "b.jsonl", [{**EN_RECORD, "gptId": "gptstore_2"}, ZH_RECORD])
+    for load in (Bank.load, load_profiles):
+        with pytest.raises(InputError) as err:
+            load([first, second])
+        assert str(err.value) == (
+            f"{second}: line 2 (record frgpts_39): field gptId: duplicate id, first seen at {first}: line 2"
+        )
+    exported = tmp_path / "export.jsonl"
+    exported.write_text(to_jsonl_line(normalise(ZH_RECORD)) + "\n" + to_jsonl_line(normalise(ZH_RECORD)) + "\n",
+                        encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        Bank.load(exported)
+    assert str(err.value) == f"{exported}: line 2 (record frgpts_39): field id: duplicate id, first seen at {exported}: line 1"
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"  \n\t\n\r\n", "\ufeff\n".encode()], ids=["empty", "newline", "blank", "bom"])
+def test_empty_or_blank_files_are_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "from_frgpt.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        Bank.load(path)
+    assert str(err.value) == f"{path}: no records (the file is empty or holds only blank lines)"
+    gz = tmp_path / "from_gptstore.jsonl.gz"
+    gz.write_bytes(gzip.compress(content))
+    with pytest.raises(InputError) as err:
+        load_profiles([write_jsonl(tmp_path / "ok.jsonl", [EN_RECORD]), gz])  # one good file does not hide it
+    assert str(err.value) == f"{gz}: no records (the file is empty or holds only blank lines)"
+
+
+def test_non_utf8_names_line_and_byte(tmp_path: Path) -> None:
+    good = "".join(json.dumps({**EN_RECORD, "gptId": f"g{i}"}) + "\n" for i in range(3)).encode()
+    bad = json.dumps(ZH_RECORD, ensure_ascii=False).encode("gbk") + b"\n"  # a GBK-encoded Chinese record
+    first_bad_byte = next(i for i, byte in enumerate(bad) if byte >= 0x80) + 1
+    for name, write in (("plain.jsonl", lambda p, data: p.write_bytes(data)),
+                        ("packed.jsonl.gz", lambda p, data: p.write_bytes(gzip.compress(data)))):
+        path = tmp_path / name
+        write(path, good + bad)
+        with pytest.raises(InputError) as err:
+            Bank.load(path)
+        assert str(err.value) == f"{path}: line 4: not valid UTF-8 (byte {first_bad_byte})"
+
+
+def test_unreadable_files_are_one_line(tmp_path: Path) -> None:
+    not_gzip = write_jsonl(tmp_path / "a.jsonl.gz", [EN_RECORD])  # a plain file under a .gz name
+    with pytest.raises(InputError) as err:
+        Bank.load(not_gzip)
+    assert str(err.value) == f"{not_gzip}: line 1: cannot read (Not a gzipped file (b'{{\"'))"
+
+    lines = "".join(json.dumps({**EN_RECORD, "gptId": f"g{i}"}) + "\n" for i in range(400)).encode()
+    truncated = tmp_path / "b.jsonl.gz"
+    truncated.write_bytes(gzip.compress(lines)[:-300])  # a download cut short
+    with pytest.raises(InputError) as err:
+        Bank.load(truncated)
+    message = str(err.value)
+    assert message.startswith(f"{truncated}: line ")
+    assert message.endswith(": cannot read (Compressed file ended before the end-of-stream marker was reached)")
+    assert "\n" not in message
+
+
+def test_filters_refuse_an_empty_range() -> None:
+    with pytest.raises(InputError) as err:
+        Filters(min_constraints=5, max_constraints=2)
+    assert str(err.value) == "--max_constraints: 2 is below --min_constraints 5, so nothing could match"

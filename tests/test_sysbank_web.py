@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+
+from sysbank.server import LISTEN_BACKLOG, listen
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -38,12 +46,16 @@ def server() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def get(url: str) -> tuple[int, dict]:
+def get(url: str, timeout: float = 10) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as res:
+        with urllib.request.urlopen(url, timeout=timeout) as res:
             return res.status, json.loads(res.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def search_url(server: str, **params: str) -> str:
+    return server + "api/search?" + urllib.parse.urlencode(params)
 
 
 def test_json_api(server: str) -> None:
@@ -59,6 +71,98 @@ def test_json_api(server: str) -> None:
     assert get(server + "api/search?min=abc")[0] == 400
     assert get(server + "api/profile?id=nope")[0] == 404
     assert get(server + "api/nothing")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"q": "(", "regex": "1"}, "--regex: invalid regular expression '(' (missing ) at position 1)"),
+        ({"q": "(" * 2000 + ")" * 2000, "regex": "1"},
+         "--regex: regular expression '" + "(" * 60 + "'… (4000 characters) is nested too deeply"),
+        ({"q": "x", "regex": "yes"}, "parameter regex: expected 1 or 0, got 'yes'"),
+        ({"limit": "0"}, "parameter limit: expected a whole number from 1 to 200, got '0'"),
+        ({"limit": "201"}, "parameter limit: expected a whole number from 1 to 200, got '201'"),
+        ({"offset": "-1"}, "parameter offset: expected a whole number >= 0, got '-1'"),
+        ({"min": "abc"}, "parameter min: expected a whole number >= 0, got 'abc'"),
+        ({"min": "5", "max": "2"}, "--max_constraints: 2 is below --min_constraints 5, so nothing could match"),
+        ({"language": "fr"}, "--language: expected one of en, zh, got 'fr'"),
+    ],
+    ids=["invalid", "nested", "flag", "limit-0", "limit-201", "offset", "min", "empty-range", "language"],
+)
+def test_bad_requests_answer_400_with_one_line(server: str, params: dict[str, str], message: str) -> None:
+    assert get(search_url(server, **params)) == (400, {"error": message})
+
+
+def test_slow_search_is_stopped_and_stalls_nothing(server: str) -> None:
+    """`(\\w|\\w)*#` backtracks for tens of seconds: it ends in a 400 at its deadline (2 s), and requests
+    sent while it runs are answered before it ends."""
+    finished: list[str] = []
+    slow_answer: list[tuple[int, dict]] = []
+
+    def slow() -> None:
+        slow_answer.append(get(search_url(server, q=r"(\w|\w)*#", regex="1"), timeout=30))
+        finished.append("slow")
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.3)  # let it start searching
+    for url in (server + "api/meta", search_url(server, q="emoji"), search_url(server, q=r"\d+字", regex="1"),
+                server + "api/profile?id=frgpts_163"):
+        assert get(url)[0] == 200
+        finished.append(url)
+    thread.join(timeout=30)
+    assert finished[-1] == "slow" and len(finished) == 5
+    assert slow_answer == [(400, {"error": r"--regex: search for '(\w|\w)*#' stopped after 2 s; simplify the pattern "
+                                           "(nested repeats backtrack endlessly)"})]
+
+
+def test_200_concurrent_clients_are_all_answered(server: str) -> None:
+    """200 clients, each on its own connection, all at once (the old backlog of 5 dropped most of them)."""
+    urls = [server + "api/meta", search_url(server, q="emoji"), search_url(server, q=r"\d+字", regex="1"),
+            search_url(server, language="zh", min="6"), server + "api/profile?id=gptstore_514"]
+    expected = [get(url) for url in urls]
+
+    async def clients() -> list[tuple[int, dict]]:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+            async def one(url: str) -> tuple[int, dict]:
+                async with session.get(url) as res:
+                    return res.status, await res.json()
+
+            return await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(200)))
+
+    answers = asyncio.run(clients())
+    assert answers == [expected[i % len(urls)] for i in range(200)]
+
+
+def test_listen_queues_hundreds_of_waiting_connections() -> None:
+    """While no connection is being accepted, the kernel still completes 300 handshakes."""
+    assert LISTEN_BACKLOG >= 300
+    server_sock = listen("127.0.0.1", 0)
+    clients = []
+    try:
+        address = server_sock.getsockname()
+        for _ in range(300):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(address)
+            clients.append(client)
+        deadline = time.monotonic() + 10  # a handshake left out of a full queue does not complete at all
+        while not all(map(_connected, clients)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(map(_connected, clients))
+    finally:
+        for client in clients:
+            client.close()
+        server_sock.close()
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+        return True
+    except OSError:
+        return False
 
 
 def test_page_stats(server: str) -> None:
