@@ -49,7 +49,7 @@ from rpo.utils.llm.config import PipelineConfig, RoleConfig
 
 OPENAI_URL = "https://api.openai.com/v1"
 _ROLE_FIELDS = {"model", "temperature", "top_p", "max_tokens", "timeout_s", "extra_body"}
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;)\]}]+")
 _MESSAGE_CHARS = 300  # of a server's error message, in LLMError text
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class LLMClient:
                      "completion_tokens": result.completion_tokens}
             if self.config.log_requests:
                 entry["request"] = request
-            await self._cache.put(key, entry)
+            self._cache.put(key, entry)
         return result
 
     def usage(self) -> dict[str, dict]:
@@ -370,7 +370,7 @@ class LLMClient:
             texts, p_tok, c_tok = await retrying(self._attempt, plan, messages, n)
         except (openai.OpenAIError, _MalformedResponse) as err:
             attempts = retrying.statistics.get("attempt_number", 1)
-            verdict = f"gave up after {attempts} attempts" if _retryable(err) else "failed"
+            verdict = f"gave up after {attempts} attempt{'s' * (attempts != 1)}" if _retryable(err) else "failed"
             failure = self._scrub(f"role {plan.role!r} ({plan.model}): {verdict}: {_describe(err)}")
         if failure is not None:
             raise LLMError(failure)  # raised outside the handler: no chained error repeats the server's text
