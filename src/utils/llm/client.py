@@ -103,6 +103,12 @@ class _Plan:
     def model(self) -> str:
         return self.body["model"]
 
+    @property
+    def cache_endpoint(self) -> str | list[str]:
+        """The endpoint as the cache key names it: the URL, or a pool's URLs in sorted order, since
+        any of them may answer and a reordered list must still find its answers."""
+        return self.urls[0] if len(self.urls) == 1 else sorted(self.urls)
+
 
 class _MalformedResponse(Exception):
     """The server answered 200 with a body that is not a chat completion (e.g. a broken proxy)."""
@@ -216,21 +222,20 @@ class LLMClient:
             if plan is None:
                 plan = self._plans[role] = self._plan(role, self.config.role(role), {})
         usage = self._usage.setdefault(role, _RoleUsage())
+        if self._cache is None:
+            return await self._complete(plan, messages, n)
         request = {**plan.body, "messages": messages, "n": n}
-        key = ResponseCache.key({"base_url": plan.urls[0] if len(plan.urls) == 1 else sorted(plan.urls),
-                                 **request}) if self._cache else ""
-        if self._cache:
-            entry = self._cache.get(key)
-            if entry is not None:
-                usage.cache_hits += 1
-                return ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True)
+        key = ResponseCache.key({"base_url": plan.cache_endpoint, **request})
+        entry = self._cache.get(key)
+        if entry is not None:
+            usage.cache_hits += 1
+            return ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True)
         result = await self._complete(plan, messages, n)
-        if self._cache:
-            entry = {"texts": result.texts, "prompt_tokens": result.prompt_tokens,
-                     "completion_tokens": result.completion_tokens}
-            if self.config.log_requests:
-                entry["request"] = request
-            self._cache.put(key, entry)
+        entry = {"texts": result.texts, "prompt_tokens": result.prompt_tokens,
+                 "completion_tokens": result.completion_tokens}
+        if self.config.log_requests:
+            entry["request"] = request
+        self._cache.put(key, entry)
         return result
 
     def usage(self) -> dict[str, dict]:
