@@ -21,8 +21,16 @@ fewer than n imitates a server without `n` support); `status` (an error status s
 with an OpenAI-style error body); `retry_after` (seconds, sent as the `Retry-After` header);
 `delay_s` (sleep before answering: longer than the client timeout imitates a timeout); `body`
 (raw response body sent as is, e.g. broken JSON); `max_choices` (cap on choices returned);
-`prompt_tokens` / `completion_tokens` (reported in `usage`; default: word counts).
-Malformed judge output is just text: `Reply(text='{"follows": [true,')`.
+`prompt_tokens` / `completion_tokens` (reported in `usage`; default: word counts);
+`echo_authorization` (an error body whose message repeats the request's Authorization header, as
+some proxies do). Malformed judge output is just text: `Reply(text='{"follows": [true,')`, and so
+is an answer holding a lone surrogate, `Reply(text=f"a{LONE_SURROGATE}b")` (sent as the JSON escape
+`\\ud800`, which is valid JSON but not encodable as UTF-8 once decoded).
+
+Permanent failures: `ScriptedServer(fail_share=0.25)` answers about a quarter of the distinct
+requests with `fail_reply` (default `Reply(status=500)`) every time they are asked, whatever the
+queue or handler say, so retries cannot save them. Which ones is a deterministic function of the
+request's messages: `server.fails(messages)` tells a test in advance.
 
 Inspection: `requests` (chat requests received, in arrival order, as `Recorded(path, body,
 headers)`), `all_requests` (every request, `GET /v1/models` health checks included),
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import itertools
 import json
 import socket
@@ -62,6 +71,10 @@ class Reply:
     max_choices: int | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    echo_authorization: bool = False
+
+
+LONE_SURROGATE = "\ud800"
 
 
 @dataclass
@@ -80,8 +93,13 @@ class ScriptedServer:
     """OpenAI-compatible HTTP server with scripted answers and a request log (see module docstring)."""
 
     def __init__(self, handler: Handler | None = None, delay_s: float = 0.0, model_name: str = "scripted",
-                 port: int = 0, log_requests: bool = True):
+                 port: int = 0, log_requests: bool = True, fail_share: float = 0.0,
+                 fail_reply: Reply | None = None):
+        if not 0.0 <= fail_share <= 1.0:
+            raise ValueError(f"fail_share must be within [0, 1], got {fail_share}")
         self.handler = handler
+        self.fail_share = fail_share
+        self.fail_reply = fail_reply or Reply(status=500)
         self.delay_s = delay_s
         self.model_name = model_name
         self.log_requests = log_requests
@@ -113,6 +131,11 @@ class ScriptedServer:
     @property
     def chat_requests(self) -> list[dict[str, Any]]:
         return [r.body for r in self.requests]
+
+    def fails(self, messages: list[dict[str, Any]]) -> bool:
+        """Whether a request with these messages is in the permanently failing share."""
+        digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.fail_share
 
     def enqueue(self, *replies: Reply | str) -> None:
         """Queue answers for the next chat requests, in order (a str is `Reply(text=...)`)."""
@@ -176,16 +199,20 @@ class ScriptedServer:
             models = {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "test"}]}
             await _send(send, 200, json.dumps(models).encode())
         elif scope["method"] == "POST" and path.rstrip("/").endswith("/chat/completions"):
-            await self._chat(body or {}, send)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            await self._chat(body or {}, headers.get("authorization", ""), send)
         else:
             await _send(send, 404, _error_body(404, f"no route {scope['method']} {path}"))
 
-    async def _chat(self, request: dict[str, Any], send: Callable) -> None:
+    async def _chat(self, request: dict[str, Any], authorization: str, send: Callable) -> None:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            reply = self._next_reply(request)
+            if self.fail_share and self.fails(request.get("messages", [])):
+                reply = self.fail_reply
+            else:
+                reply = self._next_reply(request)
             delay = reply.delay_s or self.delay_s
             if delay:
                 await asyncio.sleep(delay)
@@ -194,7 +221,9 @@ class ScriptedServer:
                 raw = reply.body.encode() if isinstance(reply.body, str) else reply.body
                 await _send(send, reply.status, raw, headers)
             elif reply.status != 200:
-                await _send(send, reply.status, _error_body(reply.status, "scripted error"), headers)
+                message = f"scripted error for Authorization: {authorization}" if reply.echo_authorization \
+                    else "scripted error"
+                await _send(send, reply.status, _error_body(reply.status, message), headers)
             else:
                 await _send(send, 200, json.dumps(self._completion(request, reply)).encode(), headers)
         finally:

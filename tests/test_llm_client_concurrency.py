@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from rpo.utils.llm.concurrency import bounded_map, run_async
+from rpo.utils.llm.concurrency import bounded_map
 
 
 def collect(fn, items, concurrency):
@@ -77,17 +77,3 @@ def test_rejects_bad_concurrency():
 
     with pytest.raises(ValueError, match="concurrency must be >= 1"):
         collect(work, [1], concurrency=0)
-
-
-def test_run_async_runs_a_coroutine_on_uvloop_when_installed():
-    async def loop_module() -> str:
-        await asyncio.sleep(0)
-        return type(asyncio.get_running_loop()).__module__
-
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        expected = "asyncio"
-    else:
-        expected = "uvloop"
-    assert run_async(loop_module()).startswith(expected)

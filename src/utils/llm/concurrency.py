@@ -2,33 +2,18 @@
 
 Stages feed it a lazy iterable (e.g. a JSONL reader), so memory holds only what is in flight, and
 write each result as soon as it arrives, so an interrupted run resumes from what is on disk.
-`run_async` starts the event loop, on uvloop where it is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def run_async(main: Coroutine[Any, Any, R]) -> R:
-    """`asyncio.run(main)`, on a uvloop event loop when uvloop is installed (else asyncio's own).
-
-    uvloop's loop and transports take a little less CPU per request (about 7% of LLMClient's at
-    64 requests in flight, see benchmarks/llm_throughput.py); behaviour is the same either way.
-    """
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 async def bounded_map(

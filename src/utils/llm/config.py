@@ -1,22 +1,29 @@
 """The pipeline config: which endpoint and model serves each LLM role.
 
-One YAML file names every role (profile, user, response, judge, critic, reverse, or any other
-name a stage asks for). A `default:` block holds the settings the roles share; each role overrides
-what it needs. Keys are never stored here, only the name of the environment variable that holds one.
+One YAML file names the roles (profile, user, response, judge, critic, reverse, or any other
+name a stage asks for). A `default:` block holds the settings the roles share; each listed role
+overrides what it needs, and a role the file does not list gets the `default:` settings as they
+are, so a stage that asks for a role nobody thought to list still runs. Keys are never stored
+here, only the name of the environment variable that holds one.
 
 ```yaml
 concurrency: 32
 default: {base_url: https://api.openai.com/v1, model: gpt-4o-mini, temperature: 0.7}
 roles:
   judge: {temperature: 0.0}
-  response: {base_url: http://127.0.0.1:8000/v1, model: policy, api_key_env: null}
+  response: {base_url: [http://127.0.0.1:8000/v1, http://127.0.0.1:8001/v1], model: policy, api_key_env: null}
 ```
+
+A list of URLs spreads a role's requests over several servers that serve the same model (e.g. one
+`vllm serve` per GPU).
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,11 +31,11 @@ from rpo.utils.io import InputError, describe_validation_error
 
 
 class RoleConfig(BaseModel):
-    """Endpoint, model and sampling settings of one role."""
+    """Endpoint(s), model and sampling settings of one role."""
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str | None = None
+    base_url: str | list[str] | None = None
     model: str
     api_key_env: str | None = "OPENAI_API_KEY"
     temperature: float = Field(0.7, ge=0)
@@ -41,10 +48,27 @@ class RoleConfig(BaseModel):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
-        return value.rstrip("/") if value else value
+    def _http_urls(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is None:
+            return None
+        urls = [value] if isinstance(value, str) else value
+        if not urls:
+            raise ValueError("expected an http(s) URL or a non-empty list of them, got []")
+        for url in urls:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or " " in url:
+                raise ValueError(f"expected an http(s) URL such as https://api.openai.com/v1, got {url!r}")
+        cleaned = [url.rstrip("/") for url in urls]
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError(f"the same URL is listed twice in {cleaned}")
+        return cleaned[0] if isinstance(value, str) else cleaned
+
+    @property
+    def base_urls(self) -> list[str] | None:
+        """The role's endpoints as a list (None: the OpenAI API)."""
+        if self.base_url is None:
+            return None
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
 class PipelineConfig(BaseModel):
@@ -53,12 +77,14 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     roles: dict[str, RoleConfig]
+    default: RoleConfig | None = None  # what an unlisted role gets; None when `default:` names no model
     concurrency: int = Field(16, ge=1)
     max_retries: int = Field(6, ge=0)
     retry_base_s: float = Field(1.0, ge=0)
     retry_max_s: float = Field(60.0, ge=0)
     cache_dir: str | None = "cache/llm"
-    language: str = "en"
+    log_requests: bool = False  # store each request beside its answer in the cache (to audit the judge)
+    language: Literal["en", "zh"] = "en"
 
     @classmethod
     def load(cls, path: str | Path) -> PipelineConfig:
@@ -96,15 +122,32 @@ class PipelineConfig(BaseModel):
             if all(isinstance(body, dict | None) for body in bodies):
                 role["extra_body"] = {k: v for body in bodies for k, v in (body or {}).items()}
             merged[name] = role
+        # Validated with the roles, so that an error in `default:` is reported where it first bites.
+        fallback = {"default": default} if "model" in default else {}
         try:
-            return cls.model_validate({**raw, "roles": merged})
+            return cls.model_validate({**raw, "roles": merged, **fallback})
         except ValidationError as err:
-            raise InputError(describe_validation_error(err)) from None
+            raise InputError(_describe(err)) from None
 
     def role(self, name: str) -> RoleConfig:
-        """The settings of role `name`; an unknown name lists the configured ones."""
-        if name not in self.roles:
-            raise InputError(
-                f"role {name!r} is not configured; configured roles: {', '.join(sorted(self.roles))}"
-            )
-        return self.roles[name]
+        """The settings of role `name`: listed, else `default:`; with neither, the configured names."""
+        if name in self.roles:
+            return self.roles[name]
+        if self.default is not None:
+            return self.default
+        raise InputError(
+            f"role {name!r} is not configured; configured roles: {', '.join(sorted(self.roles))}"
+        )
+
+
+def _describe(err: ValidationError) -> str:
+    """The first validation error as one line; a misspelt key also gets the nearest valid name."""
+    message = describe_validation_error(err)
+    first = err.errors()[0]
+    if first["type"] != "extra_forbidden":
+        return message
+    location = [part for part in first["loc"] if isinstance(part, str)]
+    at_role_level = len(location) >= 2 and location[0] in ("roles", "default")
+    valid = RoleConfig.model_fields if at_role_level else PipelineConfig.model_fields
+    nearest = difflib.get_close_matches(location[-1], valid, n=1, cutoff=0.6)
+    return f"{message} (did you mean {nearest[0]!r}?)" if nearest else message

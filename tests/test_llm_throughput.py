@@ -1,4 +1,5 @@
-"""benchmarks/llm_throughput.py: the steady-state window, and a short run end to end."""
+"""benchmarks/llm_throughput.py: the steady-state window, and a short run end to end (no timing bands:
+the benchmark checks its own figures)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ def test_too_few_requests_for_a_window():
         _rates(0.0, waves(64, 64, 0.1, first=0.1), cpu=0.0, concurrency=64)
 
 
-def test_short_run_reports_both_ratios_and_the_ceiling(tmp_path):
+def test_short_run_reports_every_figure_and_removes_its_cache(tmp_path):
     report = run_benchmark(requests=160, concurrency=16, latency_s=0.02, repeats=1, cache_root=str(tmp_path))
-    for key in ("steady_ratio", "whole_ratio", "bare_aiohttp_steady_ratio", "bare_aiohttp_whole_ratio"):
-        assert 0.2 < report[key] < 1.2, (key, report)
+    for kind in ("", "sdk_", "bare_aiohttp_"):
+        for rate in ("steady", "whole"):
+            assert report[f"{kind}{rate}_ratio"] > 0 and len(report["runs"][f"{kind}{rate}_ratio"]) == 1
+    assert report["ideal_requests_per_s"] == 800.0
     assert report["requests"] == 160 and report["retries"] == 0
     assert not list(tmp_path.iterdir())  # the benchmark's cache is removed afterwards
