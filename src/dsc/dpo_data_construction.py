@@ -2,12 +2,15 @@
 
     python src/dsc/dpo_data_construction.py --config=conf/pipeline/llamafactory_api.yaml \
         [--sessions_path=data/rpo_data/sessions.jsonl] [--detail_path=data/rpo_data/detail.jsonl] \
-        [--output_dir=data] [--dataset_name=dpo] [--n=5] [--refine_threshold=0.8] [--shard=0/4]
+        [--output_dir=data] [--dataset_name=dpo] [--n=5] [--refine_threshold=0.8] [--shard=0/4] \
+        [--no-trigger]
 
 For each self-play session: reverse its constraints (one reverser call), then for every turn sample
 `n` responses from the policy with the earlier turns' reference responses as history, and judge
-each response on every constraint. Turns of a session are independent (the history is fixed), so
-they run concurrently. Each finished session is appended to the detail JSONL (SPEC §4.2) at once;
+each response on the constraints the turn's query triggers (selected once per turn by the
+pipeline's `trigger` role, else the `judge` endpoint, or taken from the session when self-play
+already selected them; `--no-trigger` judges every constraint). Turns of a session are independent (the history is fixed), so
+they run concurrently. Each finished session is appended to the detail JSONL at once;
 a rerun skips the session_ids already there. The detail file feeds both the DPO baseline (built
 here through `rpo.utils.pairs.build.build_dpo_dataset`) and `rpo_data_construction.py`.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 
-import fire
+from rpo.utils import cli
 from rpo.utils.io import (
     InputError,
     Shard,
@@ -33,6 +36,7 @@ from rpo.utils.prompts.language import pick_lang
 from rpo.utils.roles.conversation import LLMRefiner, LLMResponder
 from rpo.utils.roles.judge import JudgeStats, LLMJudge
 from rpo.utils.roles.reverser import LLMReverser, ReverseStats
+from rpo.utils.roles.trigger import LLMTriggerSelector, TriggerStats
 from rpo.utils.schema import SelfPlaySession
 from rpo.utils.stages.sampling import SamplingStats, sample_sessions
 
@@ -49,6 +53,7 @@ def main(
     shard: str | None = None,
     refine_threshold: float | None = None,
     lang: str | None = None,
+    trigger: bool = True,
 ) -> None:
     """Sample and judge every session (resuming), then build the DPO baseline from the detail file.
 
@@ -65,9 +70,12 @@ def main(
     sessions = list(read_jsonl(sessions_path, SelfPlaySession))
     output_path = selected.path(detail_path)
 
-    async def run() -> tuple[SamplingStats, JudgeStats, ReverseStats, str]:
+    trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
+
+    async def run() -> tuple[SamplingStats, JudgeStats, ReverseStats, TriggerStats | None, str]:
         async with LLMClient(pipeline) as client:
             judge = LLMJudge(client, lang=lang)
+            selector = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
             reverser = LLMReverser(client, lang=lang)
             refiner = LLMRefiner(client, lang=lang) if refine_threshold is not None else None
             extras = {
@@ -87,12 +95,16 @@ def main(
                 refiner=refiner,
                 refine_threshold=refine_threshold,
                 extras=extras,
+                trigger=selector,
             )
-            return stats, judge.stats, reverser.stats, client.usage_table()
+            trigger_stats = selector.stats if selector else None
+            return stats, judge.stats, reverser.stats, trigger_stats, client.usage_table()
 
-    stats, judge_stats, reverse_stats, usage = asyncio.run(run())
+    stats, judge_stats, reverse_stats, trigger_stats, usage = asyncio.run(run())
     print(f"sampling: {stats.summary()}")
     print(f"judge: {judge_stats.summary()}")
+    if trigger_stats is not None:
+        print(f"trigger: {trigger_stats.summary()}")
     print(f"reverser: {reverse_stats.summary()}")
     print(f"detail written to {output_path}")
     print(usage)
@@ -103,4 +115,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -2,12 +2,14 @@
 
     python src/dsc/sft_data_construction.py --profiles=data/profiles.jsonl --users=data/users.jsonl \
         --config=conf/pipeline/openai.yaml [--sessions_path=data/rpo_data/sessions.jsonl] \
-        [--output_dir=data] [--dataset_name=rpo_sft] [--max_turns=5] [--shard=0/4]
+        [--output_dir=data] [--dataset_name=rpo_sft] [--max_turns=5] [--shard=0/4] [--no-trigger]
 
 Each turn (paper §5.3 and appendix D.1): the user simulator writes a query that tends to trigger
-the profile's constraints; the strong model answers with the constraints restated after the query
-(so they are not lost as the history grows); the judge checks every constraint. When fewer than
-`threshold` (80%) of the constraints are followed, the critic/refine loop rewrites the reply up to
+the profile's constraints; trigger selection decides which constraints the query puts in play
+(the pipeline's `trigger` role, else the `judge` endpoint; `--no-trigger` puts every constraint in
+play); the strong model writes `n_candidates` answers with the constraints restated after the
+query (so they are not lost as the history grows); the judge checks the triggered constraints.
+When fewer than `threshold` (80%) of them are followed, the critic/refine loop rewrites the reply up to
 `max_refines` (3) times, keeping the best version. A turn that still falls short, or cannot be
 judged, is dropped and ends the session there: the turns kept are exactly the ones that reached
 the threshold, so they can serve as clean history for sampling. A session also ends after
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import fire
+from rpo.utils import cli
 from rpo.utils.io import (
     InputError,
     Shard,
@@ -36,6 +38,7 @@ from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.prompts.language import pick_lang
 from rpo.utils.roles.judge import JudgeStats
+from rpo.utils.roles.trigger import TriggerStats
 from rpo.utils.schema import SystemProfile, UserProfile
 from rpo.utils.stages.selfplay import SelfPlayStats, build_sft_dataset, run_self_play
 
@@ -51,11 +54,12 @@ def main(
     max_turns: int = 5,
     threshold: float = 0.8,
     max_refines: int = 3,
-    n_candidates: int = 1,
+    n_candidates: int = 5,
     concurrency: int | None = None,
     shard: str | None = None,
     lang: str | None = None,
     dataset_only: bool = False,
+    trigger: bool = True,
 ) -> None:
     """Run self-play for every profile (resuming), then write the SFT dataset from the sessions file.
 
@@ -72,7 +76,9 @@ def main(
         profile_list = list(selected.select(enumerate(read_jsonl(profiles, SystemProfile))))
         output_path = selected.path(sessions_path)
 
-        async def run() -> tuple[SelfPlayStats, JudgeStats, str]:
+        trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
+
+        async def run() -> tuple[SelfPlayStats, JudgeStats, TriggerStats | None, str]:
             async with LLMClient(pipeline) as client:
                 result = await run_self_play(
                     profile_list,
@@ -85,12 +91,15 @@ def main(
                     n_candidates,
                     concurrency or pipeline.concurrency,
                     lang,
+                    trigger_role,
                 )
                 return *result, client.usage_table()
 
-        stats, judge_stats, usage = asyncio.run(run())
+        stats, judge_stats, trigger_stats, usage = asyncio.run(run())
         print(f"self-play: {stats.summary()}")
         print(f"judge: {judge_stats.summary()}")
+        if trigger_stats is not None:
+            print(f"trigger: {trigger_stats.summary()}")
         print(f"sessions written to {output_path}")
         print(usage)
         if selected.count > 1:
@@ -104,4 +113,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -128,8 +128,13 @@ class LLMJudge:
         self.stats.retries += 1
 
 
-def follow_rate(follows: Sequence[bool] | None) -> float:
-    """Share of constraints followed (an empty list counts as fully followed; unjudged as 0)."""
+def follow_rate(follows: Sequence[bool | None] | None) -> float:
+    """Share of the constraints in play that are followed.
+
+    None entries are constraints the turn's query does not trigger and do not count; nothing in
+    play counts as fully followed; an unjudged response (None) as 0.
+    """
     if follows is None:
         return 0.0
-    return sum(follows) / len(follows) if follows else 1.0
+    in_play = [verdict for verdict in follows if verdict is not None]
+    return sum(in_play) / len(in_play) if in_play else 1.0

@@ -226,5 +226,3 @@ async def run_generation(
             else:
                 out.write(profile)
                 stats.written += 1
-
-

@@ -80,5 +80,3 @@ async def verify_records(
 
     async for _, record in bounded_map(check, details, concurrency, desc="verify"):
         out.write(record)
-
-

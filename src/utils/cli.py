@@ -1,0 +1,87 @@
+"""Argument checks for the Fire CLIs, written once.
+
+Fire turns `--n=abc` into a string, `--n=2.5` into a float and `--flag=false` into the string
+"false", so every stage checks its arguments' types and ranges here, at the boundary, and refuses a
+bad one with a single `InputError` line naming the flag, instead of failing later with a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fire
+from rpo.utils.io import InputError
+
+
+def integer(flag: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """`value` as an int within [minimum, maximum]; bools, floats and text are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"--{flag}: expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InputError(f"--{flag}: expected at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"--{flag}: expected at most {maximum}, got {value}")
+    return value
+
+
+def fraction(flag: str, value: Any, allow_zero: bool = True) -> float:
+    """`value` as a float in [0, 1] (or (0, 1] without `allow_zero`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"--{flag}: expected a number between 0 and 1, got {value!r}")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= 1):
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise InputError(f"--{flag}: expected a fraction in {interval}, got {value}")
+    return float(value)
+
+
+def switch(flag: str, value: Any) -> bool:
+    """`value` as a bool (Fire passes `--flag=false` as text)."""
+    if not isinstance(value, bool):
+        raise InputError(f"--{flag}: expected true or false (or --{flag} / --no-{flag}), got {value!r}")
+    return value
+
+
+def output_file(flag: str, value: Any) -> Path:
+    """A path this run can create or replace: refused when it is a directory, sits under a file,
+    or its directory cannot be written."""
+    path = Path(_text(flag, value))
+    if path.is_dir():
+        raise InputError(f"--{flag}: {path} is a directory, expected a file path")
+    _writable_dir(flag, path.parent)
+    return path
+
+
+def output_dir(flag: str, value: Any) -> Path:
+    """A directory this run can create or write into."""
+    path = Path(_text(flag, value))
+    _writable_dir(flag, path)
+    return path
+
+
+def _text(flag: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"--{flag}: expected a path, got {value!r}")
+    return value
+
+
+def _writable_dir(flag: str, path: Path) -> None:
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--{flag}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--{flag}: {existing} is not writable")
+
+
+def run(main: Callable[..., Any]) -> None:
+    """`fire.Fire(main)`, also accepting `--no-FLAG` for a boolean flag (Fire spells it `--noFLAG`)."""
+    argv = [f"--no{arg[5:]}" if arg.startswith("--no-") else arg for arg in sys.argv[1:]]
+    fire.Fire(main, command=argv)
