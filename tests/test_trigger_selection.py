@@ -299,7 +299,7 @@ def test_without_a_selector_every_constraint_is_judged_as_before(tmp_path):
     assert all("triggered" not in turn for turn in record["turns"])
     assert [s["follows"] for t in record["turns"] for s in t["samples"]] == [[False, True, False]] * 6
     assert judge.seen == [raw["profile"]["constraints"]] * 6 and stats == SamplingStats(
-        sessions=1, turns=2, samples=6
+        sessions=1, written=1, turns=2, samples=6
     )
 
 

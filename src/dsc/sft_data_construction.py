@@ -66,16 +66,30 @@ def main(
     With `--shard=k/n` each shard appends to its own sessions file and skips the dataset (merge the
     shard files, then run with `--dataset_only`). `--dataset_only` rebuilds the dataset without calls.
     """
+    max_turns = cli.integer("max_turns", max_turns, minimum=1)
+    threshold = cli.fraction("threshold", threshold, allow_zero=False)
+    max_refines = cli.integer("max_refines", max_refines, minimum=0)
+    n_candidates = cli.integer("n_candidates", n_candidates, minimum=1)
+    concurrency = cli.optional_integer("concurrency", concurrency, minimum=1)
+    dataset_only = cli.switch("dataset_only", dataset_only)
+    trigger = cli.switch("trigger", trigger)
+    dataset_name = cli.name("dataset_name", dataset_name)
+    cli.output_dir("output_dir", output_dir)
     selected = Shard.parse(shard)
     if not dataset_only:
         if profiles is None or config is None:
             raise InputError("--profiles and --config are required (or pass --dataset_only)")
+        output_path = selected.path(cli.output_file("sessions_path", sessions_path))
         pipeline = PipelineConfig.load(config)
         lang = pick_lang(lang, pipeline)
-        user_list = list(read_jsonl(users, UserProfile)) if users else []
-        profile_list = list(selected.select(enumerate(read_jsonl(profiles, SystemProfile))))
-        output_path = selected.path(sessions_path)
-
+        user_list = list(read_jsonl(users, UserProfile, unique="id")) if users else []
+        profile_list = list(
+            selected.select(
+                enumerate(
+                    cli.refuse_blank_constraints(read_jsonl(profiles, SystemProfile, unique="id"), profiles)
+                )
+            )
+        )
         trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
 
         async def run() -> tuple[SelfPlayStats, JudgeStats, TriggerStats | None, str]:
@@ -102,14 +116,19 @@ def main(
             print(f"trigger: {trigger_stats.summary()}")
         print(f"sessions written to {output_path}")
         print(usage)
-        if selected.count > 1:
-            print(
-                "sharded run: merge the shard files, then rerun with --dataset_only to write the SFT dataset"
-            )
+        done = stats.written + stats.skipped
+        if selected.count > 1 or not done:
+            if selected.count > 1:
+                print(
+                    "sharded run: merge the shard files, then rerun with --dataset_only to write the SFT dataset"
+                )
+            cli.conclude("sessions", done, stats.failed, stats.first_failure)
             return
         sessions_path = str(output_path)
     count = build_sft_dataset(sessions_path, output_dir, dataset_name, lang)
     print(f"SFT dataset: {count} conversations -> {Path(output_dir) / (dataset_name + '.json')}")
+    failed, first_failure = (0, "") if dataset_only else (stats.failed, stats.first_failure)
+    cli.conclude("SFT conversations", count, failed, first_failure)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fire
 from rpo.utils.io import InputError
+
+T = TypeVar("T")
 
 
 def integer(flag: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -26,6 +28,11 @@ def integer(flag: str, value: Any, minimum: int | None = None, maximum: int | No
     if maximum is not None and value > maximum:
         raise InputError(f"--{flag}: expected at most {maximum}, got {value}")
     return value
+
+
+def optional_integer(flag: str, value: Any, minimum: int | None = None) -> int | None:
+    """`integer`, or None when the flag was not given (the config's value applies)."""
+    return None if value is None else integer(flag, value, minimum=minimum)
 
 
 def fraction(flag: str, value: Any, allow_zero: bool = True) -> float:
@@ -43,6 +50,13 @@ def switch(flag: str, value: Any) -> bool:
     """`value` as a bool (Fire passes `--flag=false` as text)."""
     if not isinstance(value, bool):
         raise InputError(f"--{flag}: expected true or false (or --{flag} / --no-{flag}), got {value!r}")
+    return value
+
+
+def name(flag: str, value: Any) -> str:
+    """A non-empty name that is safe as a file name (a dataset name, a role)."""
+    if not isinstance(value, str) or not value.strip() or "/" in value or value in {".", ".."}:
+        raise InputError(f"--{flag}: expected a plain name, got {value!r}")
     return value
 
 
@@ -64,6 +78,8 @@ def output_dir(flag: str, value: Any) -> Path:
 
 
 def _text(flag: str, value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"--{flag}: expected a path, got {value!r}")
     return value
@@ -81,7 +97,39 @@ def _writable_dir(flag: str, path: Path) -> None:
         raise InputError(f"--{flag}: {existing} is not writable")
 
 
-def run(main: Callable[..., Any]) -> None:
+def refuse_blank_constraints(records: Iterable[T], path: str | Path) -> Iterator[T]:
+    """Pass records through, refusing one whose profile holds an empty constraint (it would be
+    judged, reversed and restated as nothing)."""
+    for record in records:
+        profile = getattr(record, "profile", record)
+        for k, constraint in enumerate(profile.constraints):
+            if not constraint.strip():
+                record_id = getattr(record, "session_id", None) or getattr(record, "id", None)
+                raise InputError(f"{path}: record {record_id}: field constraints[{k}]: empty constraint")
+        yield record
+
+
+def conclude(built_what: str, built: int, failed: int = 0, first_failure: str = "") -> None:
+    """The stage's last word, after its summary: exit 1 with one line when items failed (they are
+    not recorded as done, so a rerun retries them) or when nothing was built."""
+    if failed:
+        print(
+            f"error: {failed} item(s) failed and were not recorded as done (first: {first_failure}); "
+            "rerun to retry exactly those",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    if not built:
+        print(f"error: nothing built ({built_what}: 0)", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(main: Callable[..., Any] | dict[str, Callable[..., Any]]) -> None:
     """`fire.Fire(main)`, also accepting `--no-FLAG` for a boolean flag (Fire spells it `--noFLAG`)."""
     argv = [f"--no{arg[5:]}" if arg.startswith("--no-") else arg for arg in sys.argv[1:]]
-    fire.Fire(main, command=argv)
+    try:
+        fire.Fire(main, command=argv)
+    except OSError as err:  # an output that cannot be written, a disk that is full: one line, not a traceback
+        target = f"{err.filename}: " if err.filename else ""
+        print(f"error: {target}{err.strerror or err}", file=sys.stderr)
+        sys.exit(2)

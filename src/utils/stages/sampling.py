@@ -6,7 +6,6 @@ so the offline demo runs the same code with its rule judge, rule reverser and in
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,12 +17,14 @@ from rpo.utils.io import (
     Shard,
     completed_keys,
 )
+from rpo.utils.llm.client import LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.roles.judge import follow_rate
 from rpo.utils.roles.protocols import Judge, Refiner, Responder, Reverser, TriggerSelector
 from rpo.utils.roles.trigger import judge_in_play
 from rpo.utils.schema import Messages, SelfPlaySession, SessionDetail, Turn
+from rpo.utils.stages.outcome import gather_or_cancel, note_failure
 from rpo.utils.stats import Tally, counter
 
 
@@ -32,6 +33,7 @@ class SamplingStats(Tally):
     """What sampling produced, and what it could not judge."""
 
     sessions: int = counter("sessions")
+    written: int = counter("written")
     skipped: int = counter("skipped (already done)")
     turns: int = counter("turns")
     samples: int = counter("samples")
@@ -40,6 +42,8 @@ class SamplingStats(Tally):
     reversals_null: int = counter("non-reversible constraints")
     triggers_reused: int = counter("turn triggers reused from self-play")
     trigger_unknown: int = counter("turns skipped, triggers unknown")
+    failed: int = counter("failed, not recorded (a rerun retries them)")
+    first_failure: str = ""
 
 
 def policy_messages(session: SelfPlaySession, turn_index: int, lang: str | None) -> Messages:
@@ -101,7 +105,7 @@ async def sample_turn(
     started = time.monotonic()
     responses = await responder.respond(messages, n)
     sampled_s = time.monotonic() - started
-    verdicts = list(await asyncio.gather(*(judge_in_play(*in_play, r) for r in responses)))
+    verdicts = await gather_or_cancel(*(judge_in_play(*in_play, r) for r in responses))
     refined = [False] * len(responses)
     if refiner is not None and refine_threshold is not None and responses:
         rates = [follow_rate(v.follows) for v in verdicts]
@@ -149,13 +153,11 @@ async def sample_session(
 ) -> SessionDetail:
     """The detail record of one session: reversals plus judged samples for every turn."""
     stats = stats if stats is not None else SamplingStats()
-    reversed_constraints, turns = await asyncio.gather(
+    reversed_constraints, *turns = await gather_or_cancel(
         reverser.reverse(session.profile),
-        asyncio.gather(
-            *(
-                sample_turn(session, t, responder, judge, n, lang, refiner, refine_threshold, stats, trigger)
-                for t in range(len(session.turns))
-            )
+        *(
+            sample_turn(session, t, responder, judge, n, lang, refiner, refine_threshold, stats, trigger)
+            for t in range(len(session.turns))
         ),
     )
     stats.sessions += 1
@@ -203,20 +205,30 @@ async def sample_sessions(
     shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
     stats = SamplingStats()
 
-    async def run(session: SelfPlaySession) -> SessionDetail:
-        return await sample_session(
-            session,
-            responder,
-            judge,
-            reverser,
-            n=n,
-            lang=lang,
-            refiner=refiner,
-            refine_threshold=refine_threshold,
-            stats=stats,
-            extras=extras,
-            trigger=trigger,
-        )
+    async def run(session: SelfPlaySession) -> SessionDetail | None:
+        """The detail, or None (counted as failed, not written, retried by a rerun) when a request
+        failed for good or not one sample could be judged."""
+        try:
+            detail = await sample_session(
+                session,
+                responder,
+                judge,
+                reverser,
+                n=n,
+                lang=lang,
+                refiner=refiner,
+                refine_threshold=refine_threshold,
+                stats=stats,
+                extras=extras,
+                trigger=trigger,
+            )
+        except LLMError as err:
+            note_failure(stats, session.session_id, err)
+            return None
+        if not any(sample.follows is not None for turn in detail.turns for sample in turn.samples):
+            note_failure(stats, session.session_id, "no sample could be judged")
+            return None
+        return detail
 
     with JsonlAppender(output_path) as out:  # locked before reading what is done: one writer only
         done = completed_keys(output_path, lambda obj: obj.get("session_id"))
@@ -227,5 +239,7 @@ async def sample_sessions(
             elif session.turns:
                 todo.append(session)
         async for _, detail in bounded_map(run, todo, concurrency, desc=desc):
-            out.write(detail)
+            if detail is not None:
+                out.write(detail)
+                stats.written += 1
     return stats

@@ -6,7 +6,6 @@ with its rule roles."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from rpo.utils.io import (
     read_jsonl,
     update_dataset_info,
 )
-from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.client import LLMClient, LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts import render_lang
 from rpo.utils.prompts.language import resolve_lang
@@ -36,7 +35,11 @@ from rpo.utils.schema import (
     SystemProfile,
     UserProfile,
 )
+from rpo.utils.stages.outcome import gather_or_cancel, note_failure
 from rpo.utils.stats import Tally, counter
+
+UNJUDGED_ENDS = ("unjudged", "trigger_unknown")
+"""End reasons that say nothing about the profile: the judge or the trigger selector gave no answer."""
 
 
 @dataclass
@@ -44,6 +47,7 @@ class SelfPlayStats(Tally):
     """Why sessions ended and how many turns they kept."""
 
     sessions: int = counter("sessions")
+    written: int = counter("written")
     skipped: int = counter("skipped (already done)")
     empty_sessions: int = counter("with no kept turn")
     turns: int = counter("turns kept")
@@ -51,6 +55,8 @@ class SelfPlayStats(Tally):
     below_threshold: int = counter("sessions ended below threshold")
     unjudged: int = counter("turns left unjudged")
     trigger_unknown: int = counter("turns with triggers unknown")
+    failed: int = counter("failed, not recorded (a rerun retries them)")
+    first_failure: str = ""
 
 
 def response_messages(profile: ProfileCore, history: Messages, query: str, lang: str) -> Messages:
@@ -104,7 +110,7 @@ async def self_play(
                 break
         in_play = (judge, profile, triggered, history, query)
         candidates = await responder.respond(response_messages(profile, history, query, lang), n_candidates)
-        verdicts = await asyncio.gather(*(judge_in_play(*in_play, c) for c in candidates))
+        verdicts = await gather_or_cancel(*(judge_in_play(*in_play, c) for c in candidates))
         best_rate, best, best_verdicts = max(
             ((follow_rate(v.follows), c, v) for c, v in zip(candidates, verdicts)), key=lambda t: t[0]
         )
@@ -167,7 +173,7 @@ def build_sft_dataset(
     """Write `{output_dir}/{dataset_name}.json` from a sessions JSONL and register it; returns the count."""
     output_dir = Path(output_dir)
     with JsonArrayWriter(output_dir / f"{dataset_name}.json") as writer:
-        for session in read_jsonl(sessions_path, SelfPlaySession):
+        for session in read_jsonl(sessions_path, SelfPlaySession, unique="session_id"):
             record = sft_record(session, lang)
             if record is not None:
                 writer.write(record)
@@ -208,24 +214,33 @@ async def run_self_play(
     responder = LLMResponder(client, role="response")
     refiner = LLMRefiner(client, lang=lang)
 
-    async def play(item: tuple[int, SystemProfile]) -> SelfPlaySession:
+    async def play(item: tuple[int, SystemProfile]) -> SelfPlaySession | None:
+        """The session, or None (counted as failed) when a request failed for good or nothing could
+        be judged: such a session is not written, so a rerun plays it again."""
         index, profile = item
         user = users[index % len(users)] if users else None
-        session = await self_play(
-            profile,
-            LLMUserSimulator(client, user, lang=lang),
-            responder,
-            judge,
-            max_turns=max_turns,
-            refiner=refiner,
-            threshold=threshold,
-            max_refines=max_refines,
-            n_candidates=n_candidates,
-            session_id=profile.id,
-            lang=lang,
-            stats=stats,
-            trigger=trigger,
-        )
+        try:
+            session = await self_play(
+                profile,
+                LLMUserSimulator(client, user, lang=lang),
+                responder,
+                judge,
+                max_turns=max_turns,
+                refiner=refiner,
+                threshold=threshold,
+                max_refines=max_refines,
+                n_candidates=n_candidates,
+                session_id=profile.id,
+                lang=lang,
+                stats=stats,
+                trigger=trigger,
+            )
+        except LLMError as err:
+            note_failure(stats, profile.id, err)
+            return None
+        if not session.turns and session.end_reason in UNJUDGED_ENDS:
+            note_failure(stats, profile.id, f"no turn could be judged ({session.end_reason})")
+            return None
         return session.model_copy(update={"user_id": user.id if user else None})
 
     with JsonlAppender(output_path) as out:
@@ -237,5 +252,7 @@ async def run_self_play(
             else:
                 todo.append((index, profile))
         async for _, session in bounded_map(play, todo, concurrency, desc="self-play"):
-            out.write(session)
+            if session is not None:
+                out.write(session)
+                stats.written += 1
     return stats, judge.stats, trigger.stats if trigger else None
