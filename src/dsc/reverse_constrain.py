@@ -72,7 +72,7 @@ def main(
     lang = pick_lang(lang, pipeline)
     key = "session_id" if kind == "detail" else "id"
     model = SessionDetail if kind == "detail" else SystemProfile
-    records = selected.select(cli.refuse_blank_constraints(read_jsonl(input, model, unique=key), input))
+    records = list(selected.select(cli.refuse_blank_constraints(read_jsonl(input, model, unique=key), input)))
 
     async def run() -> tuple[ReversalRunStats | VerifyStats, str, str]:
         async with LLMClient(pipeline) as client:

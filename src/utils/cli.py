@@ -7,8 +7,8 @@ bad one with a single `InputError` line naming the flag, instead of failing late
 
 from __future__ import annotations
 
-import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,15 +86,19 @@ def _text(flag: str, value: Any) -> str:
 
 
 def _writable_dir(flag: str, path: Path) -> None:
+    """Create `path` and a scratch file in it: the only check that also holds for root and for
+    read-only file systems."""
     existing = path
-    while not existing.exists():
-        if existing.parent == existing:
-            break
+    while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
         raise InputError(f"--{flag}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--{flag}: {existing} is not writable")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise InputError(f"--{flag}: cannot write into {path} ({err.strerror or err})") from None
 
 
 def refuse_blank_constraints(records: Iterable[T], path: str | Path) -> Iterator[T]:
