@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-ROLES = ("profile", "user", "response", "judge", "critic", "reverse")
+ROLES = ("profile", "user", "response", "judge", "critic", "reverse", "trigger")
 _RULE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 
 
@@ -32,12 +32,21 @@ def fake_follows(response: str, constraint: str) -> bool:
     return digest(response + "|" + constraint) % 4 != 0
 
 
+def fake_triggered(query: str, constraints: list[str]) -> list[int]:
+    """1-based numbers of the rules in play: "audience" rules are conditional (in play for half the
+    queries), every other rule is unconditional."""
+    return [k for k, c in enumerate(constraints, 1) if "audience" not in c or digest(query) % 2 == 0]
+
+
 def world(request: dict[str, Any]) -> str | list[str]:
     """The handler: what each role's model answers."""
     role = request["model"]
     messages = request["messages"]
     prompt = messages[-1]["content"] if role == "response" else messages[0]["content"]
     n = int(request.get("n") or 1)
+    if role == "trigger" or (role == "judge" and "<response>" not in prompt):  # trigger on judge's endpoint
+        query = between(prompt, "<query>", "</query>")
+        return json.dumps({"reason": "checked", "triggered": fake_triggered(query, rules_in(prompt))})
     if role == "judge":
         response = between(prompt, "<response>", "</response>")
         return json.dumps(

@@ -71,7 +71,7 @@ def test_good_answer_one_call_in_order(server):
     prompt = server.chat_requests[0]["messages"][0]["content"]
     for i, c in enumerate(CONSTRAINTS, 1):
         assert f"[{i}] {c}" in prompt
-    assert "exactly 3 objects" in prompt and "counts as obeyed" in prompt
+    assert "exactly 3 objects" in prompt and "almost never happens" in prompt  # the rare N/A rule
     assert "Give me a pancake recipe" in prompt and "Flour, eggs, milk." in prompt
 
 

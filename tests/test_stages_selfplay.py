@@ -13,7 +13,7 @@ from rpo.utils.schema import ProfileCore, SelfPlaySession, SystemProfile, UserPr
 from rpo.utils.stages.selfplay import self_play
 
 from tests.scripted_server import ScriptedServer
-from tests.stages_fakes import profile_record, world, write_config, write_jsonl
+from tests.stages_fakes import fake_triggered, profile_record, world, write_config, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 SFT = [sys.executable, str(ROOT / "src" / "dsc" / "sft_data_construction.py")]
@@ -133,8 +133,14 @@ def test_sft_cli_sessions_dataset_and_resume(server, tmp_path):
     assert all("Ahoy, I sail." in p for p in user_prompts)
     for record in records:
         assert record.end_reason in {"max_turns", "below_threshold"}
-        for turn in record.turns:
-            assert turn.query.startswith("question ") and sum(turn.follows) / len(turn.follows) >= 0.8
+        for turn in record.turns:  # the trigger role is configured, so it selects each turn's constraints
+            expected = [k - 1 for k in fake_triggered(turn.query, record.profile.constraints)]
+            assert turn.triggered == expected and turn.query.startswith("question ")
+            in_play = [turn.follows[k] for k in expected]
+            assert None not in in_play and sum(in_play) / len(in_play) >= 0.8
+            assert all(turn.follows[k] is None for k in range(2) if k not in expected)
+    trigger_calls = [r for r in server.chat_requests if r["model"] == "trigger"]
+    assert len(trigger_calls) == sum(len(r.turns) + (r.end_reason != "max_turns") for r in records)
     dataset = json.loads((tmp_path / "rpo_sft.json").read_text())
     assert len(dataset) == sum(bool(r.turns) for r in records)
     for example in dataset:
@@ -145,7 +151,11 @@ def test_sft_cli_sessions_dataset_and_resume(server, tmp_path):
 
     before = len(server.requests)
     again = subprocess.run([*SFT, *args], check=False, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "already done: 3" in again.stdout and len(server.requests) == before
+    assert (
+        again.returncode == 0
+        and "skipped (already done) 3" in again.stdout
+        and len(server.requests) == before
+    )
 
 
 def test_profile_generation_system_and_user_resume(server, tmp_path):

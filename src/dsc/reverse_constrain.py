@@ -11,16 +11,16 @@ With `--verify` (detail input only) nothing is re-reversed: for each constraint,
 `--max_checks` samples that FAIL it are judged against its reversal; a reversal that some failing
 sample does not satisfy is flagged and, unless `--keep_bad`, set to null so pair construction treats
 the constraint as non-reversible. Every record gains `reversal_checks`. The output is appended and a
-rerun skips the records already there; `--shard=k/n` splits the input.
+rerun skips the records already there; a record whose request failed for good (or whose reversal
+answer stayed unusable) is not written, is counted, makes the run exit 1, and is retried by the
+next run. `--shard=k/n` splits the input.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Any
 
-import fire
+from rpo.utils import cli
 from rpo.utils.io import (
     InputError,
     JsonlAppender,
@@ -30,13 +30,18 @@ from rpo.utils.io import (
     read_jsonl,
 )
 from rpo.utils.llm.client import LLMClient
-from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.prompts.language import pick_lang
-from rpo.utils.roles.judge import JudgeStats
 from rpo.utils.roles.reverser import LLMReversalVerifier, LLMReverser
 from rpo.utils.schema import SessionDetail, SystemProfile
-from rpo.utils.stages.reversal import VerifyStats, input_kind, verify_records
+from rpo.utils.stages.reversal import (
+    ReversalRunStats,
+    VerifyStats,
+    input_kind,
+    not_done,
+    reverse_records,
+    verify_records,
+)
 
 
 @exit_on_input_error
@@ -52,60 +57,49 @@ def main(
     lang: str | None = None,
 ) -> None:
     """Reverse (or with --verify, check) the constraints of every input record; see the module docstring."""
+    verify = cli.switch("verify", verify)
+    keep_bad = cli.switch("keep_bad", keep_bad)
+    max_checks = cli.integer("max_checks", max_checks, minimum=1)
+    concurrency = cli.optional_integer("concurrency", concurrency, minimum=1)
     kind = input_kind(input)
     if verify and kind != "detail":
         raise InputError(
             f"{input}: --verify needs session detail records (with session_id, reversed_constraints)"
         )
     selected = Shard.parse(shard)
+    output_path = cli.output_file("output", selected.path(output))
     pipeline = PipelineConfig.load(config)
     lang = pick_lang(lang, pipeline)
-    output_path = selected.path(output)
     key = "session_id" if kind == "detail" else "id"
-    done = completed_keys(output_path, lambda obj: obj.get(key))
     model = SessionDetail if kind == "detail" else SystemProfile
-    skipped = 0
+    records = list(selected.select(cli.refuse_blank_constraints(read_jsonl(input, model, unique=key), input)))
 
-    def pending() -> Iterator[Any]:
-        nonlocal skipped
-        for record in selected.select(read_jsonl(input, model)):
-            if getattr(record, key) in done:
-                skipped += 1
-            else:
-                yield record
-
-    async def run() -> tuple[str, str]:
+    async def run() -> tuple[ReversalRunStats | VerifyStats, str, str]:
         async with LLMClient(pipeline) as client:
             width = concurrency or pipeline.concurrency
-            with JsonlAppender(output_path) as out:
+            with JsonlAppender(output_path) as out:  # locked before reading what is done: one writer only
+                done = completed_keys(output_path, lambda obj: obj.get(key))
+                stats: ReversalRunStats | VerifyStats
                 if verify:
-                    judge_stats = JudgeStats()
                     stats = VerifyStats()
-                    verifier = LLMReversalVerifier(client, lang=lang, stats=judge_stats)
-                    await verify_records(pending(), verifier, out, max_checks, keep_bad, width, stats)
-                    stats.skipped = skipped
-                    summary = f"verify: {stats.summary()}\njudge: {judge_stats.summary()}"
+                    verifier = LLMReversalVerifier(client, lang=lang)
+                    pending = not_done(records, done, key, stats)
+                    await verify_records(pending, verifier, out, max_checks, keep_bad, width, stats)
+                    summary = f"verify: {stats.summary()}\njudge: {verifier.judge.stats.summary()}"
                 else:
+                    stats = ReversalRunStats()
                     reverser = LLMReverser(client, lang=lang)
+                    await reverse_records(not_done(records, done, key, stats), reverser, out, width, stats)
+                    summary = f"reverse: {stats.summary()}\nreverser: {reverser.stats.summary()}"
+            return stats, summary, client.usage_table()
 
-                    async def reverse(record: Any) -> dict[str, Any]:
-                        profile = record.profile if kind == "detail" else record
-                        reversed_constraints = await reverser.reverse(profile)
-                        return {
-                            **record.model_dump(exclude_unset=True),
-                            "reversed_constraints": reversed_constraints,
-                        }
-
-                    async for _, result in bounded_map(reverse, pending(), width, desc="reverse"):
-                        out.write(result)
-                    summary = f"reverse: {reverser.stats.summary()} (skipped, already done: {skipped})"
-            return summary, client.usage_table()
-
-    summary, usage = asyncio.run(run())
+    stats, summary, usage = asyncio.run(run())
     print(summary)
     print(f"written to {output_path}")
     print(usage)
+    built = (stats.records if isinstance(stats, VerifyStats) else stats.written) + stats.skipped
+    cli.conclude("records", built, stats.failed, stats.first_failure)
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

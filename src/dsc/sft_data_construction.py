@@ -2,12 +2,14 @@
 
     python src/dsc/sft_data_construction.py --profiles=data/profiles.jsonl --users=data/users.jsonl \
         --config=conf/pipeline/openai.yaml [--sessions_path=data/rpo_data/sessions.jsonl] \
-        [--output_dir=data] [--dataset_name=rpo_sft] [--max_turns=5] [--shard=0/4]
+        [--output_dir=data] [--dataset_name=rpo_sft] [--max_turns=5] [--shard=0/4] [--no-trigger]
 
 Each turn (paper §5.3 and appendix D.1): the user simulator writes a query that tends to trigger
-the profile's constraints; the strong model answers with the constraints restated after the query
-(so they are not lost as the history grows); the judge checks every constraint. When fewer than
-`threshold` (80%) of the constraints are followed, the critic/refine loop rewrites the reply up to
+the profile's constraints; trigger selection decides which constraints the query puts in play
+(the pipeline's `trigger` role, else the `judge` endpoint; `--no-trigger` puts every constraint in
+play); the strong model writes `n_candidates` answers with the constraints restated after the
+query (so they are not lost as the history grows); the judge checks the triggered constraints.
+When fewer than `threshold` (80%) of them are followed, the critic/refine loop rewrites the reply up to
 `max_refines` (3) times, keeping the best version. A turn that still falls short, or cannot be
 judged, is dropped and ends the session there: the turns kept are exactly the ones that reached
 the threshold, so they can serve as clean history for sampling. A session also ends after
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import fire
+from rpo.utils import cli
 from rpo.utils.io import (
     InputError,
     Shard,
@@ -36,6 +38,7 @@ from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.prompts.language import pick_lang
 from rpo.utils.roles.judge import JudgeStats
+from rpo.utils.roles.trigger import TriggerStats
 from rpo.utils.schema import SystemProfile, UserProfile
 from rpo.utils.stages.selfplay import SelfPlayStats, build_sft_dataset, run_self_play
 
@@ -51,28 +54,45 @@ def main(
     max_turns: int = 5,
     threshold: float = 0.8,
     max_refines: int = 3,
-    n_candidates: int = 1,
+    n_candidates: int = 5,
     concurrency: int | None = None,
     shard: str | None = None,
     lang: str | None = None,
     dataset_only: bool = False,
+    trigger: bool = True,
 ) -> None:
     """Run self-play for every profile (resuming), then write the SFT dataset from the sessions file.
 
     With `--shard=k/n` each shard appends to its own sessions file and skips the dataset (merge the
     shard files, then run with `--dataset_only`). `--dataset_only` rebuilds the dataset without calls.
     """
+    max_turns = cli.integer("max_turns", max_turns, minimum=1)
+    threshold = cli.fraction("threshold", threshold, allow_zero=False)
+    max_refines = cli.integer("max_refines", max_refines, minimum=0)
+    n_candidates = cli.integer("n_candidates", n_candidates, minimum=1)
+    concurrency = cli.optional_integer("concurrency", concurrency, minimum=1)
+    dataset_only = cli.switch("dataset_only", dataset_only)
+    trigger = cli.switch("trigger", trigger)
+    dataset_name = cli.name("dataset_name", dataset_name)
+    cli.output_dir("output_dir", output_dir)
     selected = Shard.parse(shard)
     if not dataset_only:
         if profiles is None or config is None:
             raise InputError("--profiles and --config are required (or pass --dataset_only)")
+        output_path = selected.path(cli.output_file("sessions_path", sessions_path))
         pipeline = PipelineConfig.load(config)
         lang = pick_lang(lang, pipeline)
-        user_list = list(read_jsonl(users, UserProfile)) if users else []
-        profile_list = list(selected.select(enumerate(read_jsonl(profiles, SystemProfile))))
-        output_path = selected.path(sessions_path)
+        user_list = list(read_jsonl(users, UserProfile, unique="id")) if users else []
+        profile_list = list(
+            selected.select(
+                enumerate(
+                    cli.refuse_blank_constraints(read_jsonl(profiles, SystemProfile, unique="id"), profiles)
+                )
+            )
+        )
+        trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
 
-        async def run() -> tuple[SelfPlayStats, JudgeStats, str]:
+        async def run() -> tuple[SelfPlayStats, JudgeStats, TriggerStats | None, str]:
             async with LLMClient(pipeline) as client:
                 result = await run_self_play(
                     profile_list,
@@ -85,23 +105,31 @@ def main(
                     n_candidates,
                     concurrency or pipeline.concurrency,
                     lang,
+                    trigger_role,
                 )
                 return *result, client.usage_table()
 
-        stats, judge_stats, usage = asyncio.run(run())
+        stats, judge_stats, trigger_stats, usage = asyncio.run(run())
         print(f"self-play: {stats.summary()}")
         print(f"judge: {judge_stats.summary()}")
+        if trigger_stats is not None:
+            print(f"trigger: {trigger_stats.summary()}")
         print(f"sessions written to {output_path}")
         print(usage)
-        if selected.count > 1:
-            print(
-                "sharded run: merge the shard files, then rerun with --dataset_only to write the SFT dataset"
-            )
+        done = stats.written + stats.skipped
+        if selected.count > 1 or not done:
+            if selected.count > 1:
+                print(
+                    "sharded run: merge the shard files, then rerun with --dataset_only to write the SFT dataset"
+                )
+            cli.conclude("sessions", done, stats.failed, stats.first_failure)
             return
         sessions_path = str(output_path)
     count = build_sft_dataset(sessions_path, output_dir, dataset_name, lang)
     print(f"SFT dataset: {count} conversations -> {Path(output_dir) / (dataset_name + '.json')}")
+    failed, first_failure = (0, "") if dataset_only else (stats.failed, stats.first_failure)
+    cli.conclude("SFT conversations", count, failed, first_failure)
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

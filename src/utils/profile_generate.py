@@ -8,8 +8,8 @@ Inputs: a JSONL corpus (SysBank release or normalised records, or `{"id", "text"
 `{"id", "persona"}`) or plain text, one seed per line (id = `<file stem>_<line number>`). Outputs
 `SystemProfile` / `UserProfile` JSONL, appended as each profile arrives; a rerun skips ids already
 written. A system profile whose answer still lacks a name, or has fewer than `min_constraints`
-or more than `max_constraints` constraints after the retries, is not written and is counted (a rerun
-tries it again).
+or more than `max_constraints` constraints after the retries, or whose request failed for good, is
+not written and is counted, and the run exits 1 (a rerun tries it again).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import fire
+from rpo.utils import cli
 from rpo.utils.io import (
     InputError,
     Shard,
@@ -38,7 +38,9 @@ def _run(
     concurrency: int | None,
     **options: Any,
 ) -> None:
+    concurrency = cli.optional_integer("concurrency", concurrency, minimum=1)
     selected = Shard.parse(shard)
+    output_path = cli.output_file("output", selected.path(output))
     pipeline = PipelineConfig.load(config)
     lang = lang or pipeline.language
     seeds = list(selected.select(read_seeds(input)))
@@ -46,7 +48,6 @@ def _run(
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"{input}: field id: duplicate id {duplicate!r}")
-    output_path = selected.path(output)
     stats = GenerateStats()
 
     async def run() -> str:
@@ -60,6 +61,7 @@ def _run(
     print(f"{kind} profiles: {stats.summary()}")
     print(f"written to {output_path}")
     print(usage)
+    cli.conclude(f"{kind} profiles", stats.written + stats.skipped, stats.failed, stats.first_failure)
 
 
 @exit_on_input_error
@@ -75,7 +77,10 @@ def system(
     role: str = "profile",
 ) -> None:
     """System profiles (name, description, skills, 6-12 verifiable constraints) from a seed corpus."""
-    if not 1 <= min_constraints <= max_constraints:
+    min_constraints = cli.integer("min_constraints", min_constraints, minimum=1)
+    max_constraints = cli.integer("max_constraints", max_constraints, minimum=1)
+    role = cli.name("role", role)
+    if min_constraints > max_constraints:
         raise InputError(
             f"--min_constraints/--max_constraints: need 1 <= min <= max, got "
             f"{min_constraints}/{max_constraints}"
@@ -105,8 +110,9 @@ def user(
     role: str = "profile",
 ) -> None:
     """Vivid user profiles from short persona lines."""
+    role = cli.name("role", role)
     _run("user", input, output, config, shard, lang, concurrency, role=role)
 
 
 if __name__ == "__main__":
-    fire.Fire({"system": system, "user": user})
+    cli.run({"system": system, "user": user})

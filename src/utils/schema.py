@@ -134,13 +134,18 @@ class PreferenceRecord(_Record):
 
 
 class SelfPlayTurn(BaseModel):
-    """One kept turn: the plain query, the accepted reply, its verdicts and how many rewrites it took."""
+    """One kept turn: the plain query, the accepted reply, its verdicts and how many rewrites it took.
+
+    `triggered`, when present, holds the sorted indices of the constraints the query triggers; only
+    those were judged (the other `follows` entries are None) and sampling can reuse the selection.
+    """
 
     model_config = ConfigDict(extra="allow")
 
     query: str
     reference_response: str
-    follows: list[bool] | None = None
+    triggered: list[int] | None = None
+    follows: list[bool | None] | None = None
     refinements: int = 0
 
 

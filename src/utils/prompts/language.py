@@ -28,5 +28,3 @@ def pick_lang(lang: str | None, config: PipelineConfig) -> str | None:
     if lang:
         return lang
     return config.language if "language" in config.model_fields_set else None
-
-

@@ -12,6 +12,7 @@ from typing import Any
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.prompts import render_lang
 from rpo.utils.prompts.language import resolve_lang
+from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import Messages, ProfileCore, UserProfile, Verdicts
 
 DEFAULT_PERSONA = {
@@ -96,6 +97,7 @@ class LLMRefiner:
         items = [
             {"constraint": c, "reason": r, "follows": f}
             for c, r, f in zip(profile.constraints, reasons, follows)
+            if f is not None  # not triggered by this query: neither kept nor broken
         ]
         critique_prompt = render_lang(
             "critic",
@@ -116,8 +118,6 @@ class LLMRefiner:
             constraints=profile.constraints,
             critique=critique.strip(),
         )
-        from rpo.utils.prompts.system_prompt import render_system_prompt
-
         messages: Messages = [
             {"role": "system", "content": render_system_prompt(profile, lang=lang)},
             *history,

@@ -14,7 +14,7 @@ Why it is built this way:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rpo.utils.llm.client import LLMClient
@@ -32,23 +32,17 @@ from rpo.utils.roles.parsing import (
     parse_bool,
 )
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
+from rpo.utils.stats import Tally, counter
 
 
 @dataclass
-class JudgeStats:
-    """Counters a stage prints at the end: how many responses were judged, retried, left unjudged."""
+class JudgeStats(Tally):
+    """How many responses were judged, retried, left unjudged."""
 
-    judged: int = 0
-    unjudged: int = 0
-    retries: int = 0
-    fuzzy_aligned: int = 0
-    llm_errors: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (
-            f"judged {self.judged}, unjudged {self.unjudged}, format retries {self.retries}, "
-            f"aligned by fuzzy match {self.fuzzy_aligned}"
-        )
+    judged: int = counter("judged")
+    unjudged: int = counter("unjudged")
+    retries: int = counter("format retries")
+    fuzzy_aligned: int = counter("aligned by fuzzy match")
 
 
 def parse_verdicts(text: str, constraints: Sequence[str]) -> tuple[list[bool], list[str], bool]:
@@ -128,8 +122,13 @@ class LLMJudge:
         self.stats.retries += 1
 
 
-def follow_rate(follows: Sequence[bool] | None) -> float:
-    """Share of constraints followed (an empty list counts as fully followed; unjudged as 0)."""
+def follow_rate(follows: Sequence[bool | None] | None) -> float:
+    """Share of the constraints in play that are followed.
+
+    None entries are constraints the turn's query does not trigger and do not count; nothing in
+    play counts as fully followed; an unjudged response (None) as 0.
+    """
     if follows is None:
         return 0.0
-    return sum(follows) / len(follows) if follows else 1.0
+    in_play = [verdict for verdict in follows if verdict is not None]
+    return sum(in_play) / len(in_play) if in_play else 1.0

@@ -151,5 +151,3 @@ async def ask_structured(
                 {"role": "user", "content": retry},
             ]
     return None
-
-

@@ -30,26 +30,21 @@ from rpo.utils.roles.parsing import (
 )
 from rpo.utils.roles.protocols import Judge, ReversalVerifier
 from rpo.utils.schema import ProfileCore, SessionDetail
+from rpo.utils.stats import Tally, counter
 
 REVERSED_KEYS = ("reversed", "reverse", "reverse_cons", "reversed_constraint", "opposite")
 _NOT_REVERSIBLE = {"", "null", "none", "n/a", "na", "-", "无", "无法反转", "不可反转", "cannot be reversed"}
 
 
 @dataclass
-class ReverseStats:
-    """Counters for the end-of-stage summary."""
+class ReverseStats(Tally):
+    """Reversals made, constraints without one, and profiles the reverser could not answer for."""
 
-    profiles: int = 0
-    constraints: int = 0
-    not_reversible: int = 0
-    failed_profiles: int = 0
-    retries: int = 0
-
-    def summary(self) -> str:
-        return (
-            f"profiles {self.profiles}, constraints {self.constraints}, not reversible {self.not_reversible}, "
-            f"profiles left unreversed after retries {self.failed_profiles}, format retries {self.retries}"
-        )
+    profiles: int = counter("profiles")
+    constraints: int = counter("constraints")
+    not_reversible: int = counter("not reversible")
+    failed_profiles: int = counter("profiles left unreversed after retries")
+    retries: int = counter("format retries")
 
 
 def _reversal_text(value: Any) -> str | None:
@@ -108,6 +103,12 @@ class LLMReverser:
         self.stats = stats or ReverseStats()
 
     async def reverse(self, profile: ProfileCore) -> list[str | None]:
+        """Every constraint's reversal; all None (counted) when no usable answer came."""
+        reversals = await self.reverse_or_none(profile)
+        return [None] * len(profile.constraints) if reversals is None else reversals
+
+    async def reverse_or_none(self, profile: ProfileCore) -> list[str | None] | None:
+        """Like `reverse`, but None when no usable answer came, so a stage can retry the profile later."""
         constraints = profile.constraints
         self.stats.profiles += 1
         self.stats.constraints += len(constraints)
@@ -129,7 +130,7 @@ class LLMReverser:
         if parsed is None:
             self.stats.failed_profiles += 1
             self.stats.not_reversible += len(constraints)
-            return [None] * len(constraints)
+            return None
         self.stats.not_reversible += sum(r is None for r in parsed)
         return parsed
 

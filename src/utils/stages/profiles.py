@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import json_repair
-from rpo.utils.io import (
-    InputError,
-    JsonlAppender,
-    completed_keys,
-    open_text,
-)
-from rpo.utils.llm.client import LLMClient
+from rpo.utils.io import InputError, JsonlAppender, completed_keys, iter_lines
+from rpo.utils.llm.client import LLMClient, LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts import render_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.roles.parsing import ParseFailure, ask_structured
 from rpo.utils.schema import SystemProfile, UserProfile
+from rpo.utils.stages.outcome import note_failure
+from rpo.utils.stats import Tally, counter
 
 _KEYS = {
     "name": ("name", "Name", "名称", "名字"),
@@ -42,17 +39,14 @@ class Seed:
 
 
 @dataclass
-class GenerateStats:
-    written: int = 0
-    skipped: int = 0
-    failed: int = 0
-    retries: int = 0
+class GenerateStats(Tally):
+    """Profiles written, skipped as done, and failed (not written, so a rerun tries them again)."""
 
-    def summary(self) -> str:
-        return (
-            f"written {self.written}, skipped (already done) {self.skipped}, "
-            f"failed after retries {self.failed}, format retries {self.retries}"
-        )
+    written: int = counter("written")
+    skipped: int = counter("skipped (already done)")
+    failed: int = counter("failed, not recorded (a rerun retries them)")
+    retries: int = counter("format retries")
+    first_failure: str = ""
 
 
 def _seed_from_record(obj: dict[str, Any], path: Path, lineno: int) -> Seed:
@@ -81,29 +75,30 @@ def _seed_from_record(obj: dict[str, Any], path: Path, lineno: int) -> Seed:
 
 
 def read_seeds(path: str | Path) -> Iterator[Seed]:
-    """Seeds from a JSONL corpus (when the first line is a JSON object) or a plain text file."""
+    """Seeds from a JSONL corpus (when the first line is a JSON object) or a plain text file.
+
+    Read through `iter_lines`, so a byte-order mark, a bad byte or corrupt gzip data is handled
+    the same way as in every other reader; a file with no seed is refused.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
     jsonl: bool | None = None
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if jsonl is None:
-                jsonl = line.lstrip().startswith("{")
-            if not jsonl:
-                yield Seed(f"{path.stem}_{lineno}", line.strip(), path.stem)
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(
-                    f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})"
-                ) from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield _seed_from_record(obj, path, lineno)
+    for lineno, line in iter_lines(path):
+        if jsonl is None:
+            jsonl = line.lstrip().startswith("{")
+        if not jsonl:
+            yield Seed(f"{path.stem}_{lineno}", line.strip(), path.stem)
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(
+                f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})"
+            ) from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield _seed_from_record(obj, path, lineno)
+    if jsonl is None:
+        raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
 
 
 def _pick(obj: dict[str, Any], field: str) -> Any:
@@ -209,22 +204,31 @@ async def run_generation(
     stats: GenerateStats,
     **options: Any,
 ) -> None:
-    """Generate a profile per seed not yet in `output_path`, appending each as it arrives."""
-    done = completed_keys(output_path, lambda obj: obj.get("id"))
-    todo = [seed for seed in seeds if seed.id not in done]
-    stats.skipped += len(seeds) - len(todo)
+    """Generate a profile per seed not yet in `output_path`, appending each as it arrives.
+
+    The output is locked before what is already done is read, so a second run cannot double it.
+    A seed whose request failed for good, or whose answer stayed unusable, is counted as failed
+    and not written, so a rerun tries it again.
+    """
 
     async def one(seed: Seed) -> SystemProfile | UserProfile | None:
-        if kind == "system":
-            return await generate_system_profile(client, seed, lang, stats=stats, **options)
-        return await generate_user_profile(client, seed, lang, role=options.get("role", "profile"))
+        try:
+            if kind == "system":
+                profile = await generate_system_profile(client, seed, lang, stats=stats, **options)
+            else:
+                profile = await generate_user_profile(client, seed, lang, role=options.get("role", "profile"))
+        except LLMError as err:
+            note_failure(stats, seed.id, err)
+            return None
+        if profile is None:
+            note_failure(stats, seed.id, "no usable answer after retries")
+        return profile
 
     with JsonlAppender(output_path) as out:
+        done = completed_keys(output_path, lambda obj: obj.get("id"))
+        todo = [seed for seed in seeds if seed.id not in done]
+        stats.skipped += len(seeds) - len(todo)
         async for _, profile in bounded_map(one, todo, concurrency, desc=f"{kind} profiles"):
-            if profile is None:
-                stats.failed += 1
-            else:
+            if profile is not None:
                 out.write(profile)
                 stats.written += 1
-
-

@@ -6,7 +6,6 @@ so the offline demo runs the same code with its rule judge, rule reverser and in
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,29 +17,33 @@ from rpo.utils.io import (
     Shard,
     completed_keys,
 )
+from rpo.utils.llm.client import LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.roles.judge import follow_rate
-from rpo.utils.roles.protocols import Judge, Refiner, Responder, Reverser
+from rpo.utils.roles.protocols import Judge, Refiner, Responder, Reverser, TriggerSelector
+from rpo.utils.roles.trigger import judge_in_play
 from rpo.utils.schema import Messages, SelfPlaySession, SessionDetail, Turn
+from rpo.utils.stages.outcome import gather_or_cancel, note_failure
+from rpo.utils.stats import Tally, counter
 
 
 @dataclass
-class SamplingStats:
-    sessions: int = 0
-    skipped: int = 0
-    turns: int = 0
-    samples: int = 0
-    unjudged: int = 0
-    refined: int = 0
-    reversals_null: int = 0
+class SamplingStats(Tally):
+    """What sampling produced, and what it could not judge."""
 
-    def summary(self) -> str:
-        return (
-            f"sessions {self.sessions} (skipped, already done: {self.skipped}), turns {self.turns}, "
-            f"samples {self.samples} (unjudged {self.unjudged}, refined extras {self.refined}), "
-            f"non-reversible constraints {self.reversals_null}"
-        )
+    sessions: int = counter("sessions")
+    written: int = counter("written")
+    skipped: int = counter("skipped (already done)")
+    turns: int = counter("turns")
+    samples: int = counter("samples")
+    unjudged: int = counter("unjudged")
+    refined: int = counter("refined extras")
+    reversals_null: int = counter("non-reversible constraints")
+    triggers_reused: int = counter("turn triggers reused from self-play")
+    trigger_unknown: int = counter("turns skipped, triggers unknown")
+    failed: int = counter("failed, not recorded (a rerun retries them)")
+    first_failure: str = ""
 
 
 def policy_messages(session: SelfPlaySession, turn_index: int, lang: str | None) -> Messages:
@@ -55,6 +58,24 @@ def policy_messages(session: SelfPlaySession, turn_index: int, lang: str | None)
     return messages
 
 
+async def select_triggered(
+    session: SelfPlaySession,
+    turn_index: int,
+    history: Messages,
+    trigger: TriggerSelector | None,
+    stats: SamplingStats,
+) -> list[int] | None:
+    """The turn's triggered constraints: the self-play selection when the session carries one (same
+    query, same history, so asking again would only repeat it), else the selector's answer."""
+    if trigger is None:
+        return None
+    recorded = session.turns[turn_index].triggered
+    if recorded is not None:
+        stats.triggers_reused += 1
+        return recorded
+    return await trigger.select(session.profile, history, session.turns[turn_index].query)
+
+
 async def sample_turn(
     session: SelfPlaySession,
     turn_index: int,
@@ -65,16 +86,26 @@ async def sample_turn(
     refiner: Refiner | None,
     refine_threshold: float | None,
     stats: SamplingStats,
+    trigger: TriggerSelector | None = None,
 ) -> Turn:
-    """`n` judged samples for one turn (plus a judged rewrite of the best when asked and needed)."""
+    """`n` judged samples for one turn (plus a judged rewrite of the best when asked and needed).
+
+    With a `trigger` selector only the triggered constraints are judged (see `sample_sessions`).
+    """
     messages = policy_messages(session, turn_index, lang)
     history, query = messages[1:-1], messages[-1]["content"]
+    turn = session.turns[turn_index]
+    triggered = await select_triggered(session, turn_index, history, trigger, stats)
+    if trigger is not None and triggered is None:
+        stats.trigger_unknown += 1
+        return Turn(
+            query=turn.query, reference_response=turn.reference_response, samples=[], trigger_unknown=True
+        )
+    in_play = (judge, session.profile, triggered, history, query)
     started = time.monotonic()
     responses = await responder.respond(messages, n)
     sampled_s = time.monotonic() - started
-    verdicts = list(
-        await asyncio.gather(*(judge.judge(session.profile, history, query, r) for r in responses))
-    )
+    verdicts = await gather_or_cancel(*(judge_in_play(*in_play, r) for r in responses))
     refined = [False] * len(responses)
     if refiner is not None and refine_threshold is not None and responses:
         rates = [follow_rate(v.follows) for v in verdicts]
@@ -82,7 +113,7 @@ async def sample_turn(
         if verdicts[best].follows is not None and rates[best] < refine_threshold:
             rewrite = await refiner.refine(session.profile, history, query, responses[best], verdicts[best])
             responses.append(rewrite)
-            verdicts.append(await judge.judge(session.profile, history, query, rewrite))
+            verdicts.append(await judge_in_play(*in_play, rewrite))
             refined.append(True)
             stats.refined += 1
     samples: list[dict[str, Any]] = []
@@ -96,10 +127,11 @@ async def sample_turn(
         stats.unjudged += int(verdict.follows is None)
     stats.samples += len(samples)
     stats.turns += 1
-    turn = session.turns[turn_index]
+    selection = {} if triggered is None else {"triggered": triggered}
     return Turn(
         query=turn.query,
         reference_response=turn.reference_response,
+        **selection,
         samples=samples,
         sampling_s=round(sampled_s, 3),
         judging_s=round(time.monotonic() - started - sampled_s, 3),
@@ -117,16 +149,15 @@ async def sample_session(
     refine_threshold: float | None = None,
     stats: SamplingStats | None = None,
     extras: dict[str, Any] | None = None,
+    trigger: TriggerSelector | None = None,
 ) -> SessionDetail:
     """The detail record of one session: reversals plus judged samples for every turn."""
     stats = stats if stats is not None else SamplingStats()
-    reversed_constraints, turns = await asyncio.gather(
+    reversed_constraints, *turns = await gather_or_cancel(
         reverser.reverse(session.profile),
-        asyncio.gather(
-            *(
-                sample_turn(session, t, responder, judge, n, lang, refiner, refine_threshold, stats)
-                for t in range(len(session.turns))
-            )
+        *(
+            sample_turn(session, t, responder, judge, n, lang, refiner, refine_threshold, stats, trigger)
+            for t in range(len(session.turns))
         ),
     )
     stats.sessions += 1
@@ -157,39 +188,58 @@ async def sample_sessions(
     refine_threshold: float | None = None,
     extras: dict[str, Any] | None = None,
     desc: str | None = "sampling",
+    trigger: TriggerSelector | None = None,
 ) -> SamplingStats:
     """Sample every session of this shard not yet in `output_path`, appending each as it finishes.
 
     Sessions without turns are skipped (nothing to sample). `extras` (e.g. sampler/judge model
     names) are stored on every record. Returns the counts.
+
+    With a `trigger` selector, each turn's triggered constraints are selected once, shared by all
+    its samples (a turn that self-play already selected reuses that selection), only they are
+    judged, and the turn stores them as `triggered`. A turn whose selection stays unknown is kept
+    with no samples and `trigger_unknown: true` (its query and reference still serve as history
+    for later turns) and counted; judging it as if every constraint were in play would guess.
+    Without a selector every constraint is judged, as in files written before trigger selection.
     """
     shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
     stats = SamplingStats()
-    done = completed_keys(output_path, lambda obj: obj.get("session_id"))
-    todo = []
-    for session in shard.select(sessions):
-        if session.session_id in done:
-            stats.skipped += 1
-        elif session.turns:
-            todo.append(session)
 
-    async def run(session: SelfPlaySession) -> SessionDetail:
-        return await sample_session(
-            session,
-            responder,
-            judge,
-            reverser,
-            n=n,
-            lang=lang,
-            refiner=refiner,
-            refine_threshold=refine_threshold,
-            stats=stats,
-            extras=extras,
-        )
+    async def run(session: SelfPlaySession) -> SessionDetail | None:
+        """The detail, or None (counted as failed, not written, retried by a rerun) when a request
+        failed for good or not one sample could be judged."""
+        try:
+            detail = await sample_session(
+                session,
+                responder,
+                judge,
+                reverser,
+                n=n,
+                lang=lang,
+                refiner=refiner,
+                refine_threshold=refine_threshold,
+                stats=stats,
+                extras=extras,
+                trigger=trigger,
+            )
+        except LLMError as err:
+            note_failure(stats, session.session_id, err)
+            return None
+        if not any(sample.follows is not None for turn in detail.turns for sample in turn.samples):
+            note_failure(stats, session.session_id, "no sample could be judged")
+            return None
+        return detail
 
-    with JsonlAppender(output_path) as out:
+    with JsonlAppender(output_path) as out:  # locked before reading what is done: one writer only
+        done = completed_keys(output_path, lambda obj: obj.get("session_id"))
+        todo = []
+        for session in shard.select(sessions):
+            if session.session_id in done:
+                stats.skipped += 1
+            elif session.turns:
+                todo.append(session)
         async for _, detail in bounded_map(run, todo, concurrency, desc=desc):
-            out.write(detail)
+            if detail is not None:
+                out.write(detail)
+                stats.written += 1
     return stats
-
-

@@ -6,7 +6,6 @@ with its rule roles."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,33 +18,45 @@ from rpo.utils.io import (
     read_jsonl,
     update_dataset_info,
 )
-from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.client import LLMClient, LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts import render_lang
 from rpo.utils.prompts.language import resolve_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.roles.conversation import LLMRefiner, LLMResponder, LLMUserSimulator
 from rpo.utils.roles.judge import JudgeStats, LLMJudge, follow_rate
-from rpo.utils.roles.protocols import Judge, Refiner, Responder, UserSimulator
-from rpo.utils.schema import Messages, ProfileCore, SelfPlaySession, SelfPlayTurn, SystemProfile, UserProfile
+from rpo.utils.roles.protocols import Judge, Refiner, Responder, TriggerSelector, UserSimulator
+from rpo.utils.roles.trigger import LLMTriggerSelector, TriggerStats, judge_in_play
+from rpo.utils.schema import (
+    Messages,
+    ProfileCore,
+    SelfPlaySession,
+    SelfPlayTurn,
+    SystemProfile,
+    UserProfile,
+)
+from rpo.utils.stages.outcome import gather_or_cancel, note_failure
+from rpo.utils.stats import Tally, counter
+
+UNJUDGED_ENDS = ("unjudged", "trigger_unknown")
+"""End reasons that say nothing about the profile: the judge or the trigger selector gave no answer."""
 
 
 @dataclass
-class SelfPlayStats:
-    sessions: int = 0
-    skipped: int = 0
-    turns: int = 0
-    refinements: int = 0
-    below_threshold: int = 0
-    unjudged: int = 0
-    empty_sessions: int = 0
+class SelfPlayStats(Tally):
+    """Why sessions ended and how many turns they kept."""
 
-    def summary(self) -> str:
-        return (
-            f"sessions {self.sessions} (skipped, already done: {self.skipped}; with no kept turn: "
-            f"{self.empty_sessions}), turns kept {self.turns}, refinements {self.refinements}, "
-            f"sessions ended below threshold {self.below_threshold}, turns left unjudged {self.unjudged}"
-        )
+    sessions: int = counter("sessions")
+    written: int = counter("written")
+    skipped: int = counter("skipped (already done)")
+    empty_sessions: int = counter("with no kept turn")
+    turns: int = counter("turns kept")
+    refinements: int = counter("refinements")
+    below_threshold: int = counter("sessions ended below threshold")
+    unjudged: int = counter("turns left unjudged")
+    trigger_unknown: int = counter("turns with triggers unknown")
+    failed: int = counter("failed, not recorded (a rerun retries them)")
+    first_failure: str = ""
 
 
 def response_messages(profile: ProfileCore, history: Messages, query: str, lang: str) -> Messages:
@@ -73,8 +84,16 @@ async def self_play(
     session_id: str | None = None,
     lang: str | None = None,
     stats: SelfPlayStats | None = None,
+    trigger: TriggerSelector | None = None,
 ) -> SelfPlaySession:
-    """Run one session (see the module docstring for when turns are kept and sessions end)."""
+    """Run one session (see the module docstring for when turns are kept and sessions end).
+
+    With a `trigger` selector, each turn's triggered constraints are selected once (shared by the
+    candidates and their rewrites), only they are judged and count toward `threshold`, and the turn
+    stores them as `triggered`. A turn whose selection stays unknown ends the session
+    (`end_reason` "trigger_unknown"): judging it as if every constraint were in play would keep a
+    turn on the wrong evidence.
+    """
     stats = stats if stats is not None else SelfPlayStats()
     lang = resolve_lang(lang, profile)
     history: Messages = []
@@ -82,8 +101,16 @@ async def self_play(
     end_reason = "max_turns"
     for turn_index in range(max_turns):
         query = await user_sim.next_query(profile, history, turn_index)
+        triggered = None
+        if trigger is not None:
+            triggered = await trigger.select(profile, history, query)
+            if triggered is None:
+                stats.trigger_unknown += 1
+                end_reason = "trigger_unknown"
+                break
+        in_play = (judge, profile, triggered, history, query)
         candidates = await responder.respond(response_messages(profile, history, query, lang), n_candidates)
-        verdicts = await asyncio.gather(*(judge.judge(profile, history, query, c) for c in candidates))
+        verdicts = await gather_or_cancel(*(judge_in_play(*in_play, c) for c in candidates))
         best_rate, best, best_verdicts = max(
             ((follow_rate(v.follows), c, v) for c, v in zip(candidates, verdicts)), key=lambda t: t[0]
         )
@@ -93,7 +120,7 @@ async def self_play(
                 break
             refinements += 1
             rewrite = await refiner.refine(profile, history, query, best, best_verdicts)
-            rewrite_verdicts = await judge.judge(profile, history, query, rewrite)
+            rewrite_verdicts = await judge_in_play(*in_play, rewrite)
             if rewrite_verdicts.follows is not None and follow_rate(rewrite_verdicts.follows) >= best_rate:
                 best_rate, best, best_verdicts = (
                     follow_rate(rewrite_verdicts.follows),
@@ -109,9 +136,14 @@ async def self_play(
             stats.below_threshold += 1
             end_reason = "below_threshold"
             break
+        selection = {} if triggered is None else {"triggered": triggered}
         turns.append(
             SelfPlayTurn(
-                query=query, reference_response=best, follows=best_verdicts.follows, refinements=refinements
+                query=query,
+                reference_response=best,
+                **selection,
+                follows=best_verdicts.follows,
+                refinements=refinements,
             )
         )
         history = [*history, {"role": "user", "content": query}, {"role": "assistant", "content": best}]
@@ -141,7 +173,7 @@ def build_sft_dataset(
     """Write `{output_dir}/{dataset_name}.json` from a sessions JSONL and register it; returns the count."""
     output_dir = Path(output_dir)
     with JsonArrayWriter(output_dir / f"{dataset_name}.json") as writer:
-        for session in read_jsonl(sessions_path, SelfPlaySession):
+        for session in read_jsonl(sessions_path, SelfPlaySession, unique="session_id"):
             record = sft_record(session, lang)
             if record is not None:
                 writer.write(record)
@@ -168,46 +200,59 @@ async def run_self_play(
     n_candidates: int,
     concurrency: int,
     lang: str | None,
-) -> tuple[SelfPlayStats, JudgeStats]:
+    trigger_role: str | None = None,
+) -> tuple[SelfPlayStats, JudgeStats, TriggerStats | None]:
     """Self-play every (index, profile) not yet in `output_path`, appending each session as it ends.
 
-    The index (position in the unsharded input) picks the user profile, round-robin.
+    The index (position in the unsharded input) picks the user profile, round-robin. With
+    `trigger_role`, that role selects each turn's triggered constraints (see `self_play`).
+    The output is locked before what is already done is read, so a second run cannot double it.
     """
     stats = SelfPlayStats()
-    judge_stats = JudgeStats()
-    done = completed_keys(output_path, lambda obj: obj.get("session_id"))
-    judge = LLMJudge(client, lang=lang, stats=judge_stats)
+    judge = LLMJudge(client, lang=lang)
+    trigger = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
     responder = LLMResponder(client, role="response")
     refiner = LLMRefiner(client, lang=lang)
-    todo = []
-    for index, profile in profiles:
-        if profile.id in done:
-            stats.skipped += 1
-        else:
-            todo.append((index, profile))
 
-    async def play(item: tuple[int, SystemProfile]) -> SelfPlaySession:
+    async def play(item: tuple[int, SystemProfile]) -> SelfPlaySession | None:
+        """The session, or None (counted as failed) when a request failed for good or nothing could
+        be judged: such a session is not written, so a rerun plays it again."""
         index, profile = item
         user = users[index % len(users)] if users else None
-        session = await self_play(
-            profile,
-            LLMUserSimulator(client, user, lang=lang),
-            responder,
-            judge,
-            max_turns=max_turns,
-            refiner=refiner,
-            threshold=threshold,
-            max_refines=max_refines,
-            n_candidates=n_candidates,
-            session_id=profile.id,
-            lang=lang,
-            stats=stats,
-        )
+        try:
+            session = await self_play(
+                profile,
+                LLMUserSimulator(client, user, lang=lang),
+                responder,
+                judge,
+                max_turns=max_turns,
+                refiner=refiner,
+                threshold=threshold,
+                max_refines=max_refines,
+                n_candidates=n_candidates,
+                session_id=profile.id,
+                lang=lang,
+                stats=stats,
+                trigger=trigger,
+            )
+        except LLMError as err:
+            note_failure(stats, profile.id, err)
+            return None
+        if not session.turns and session.end_reason in UNJUDGED_ENDS:
+            note_failure(stats, profile.id, f"no turn could be judged ({session.end_reason})")
+            return None
         return session.model_copy(update={"user_id": user.id if user else None})
 
     with JsonlAppender(output_path) as out:
+        done = completed_keys(output_path, lambda obj: obj.get("session_id"))
+        todo = []
+        for index, profile in profiles:
+            if profile.id in done:
+                stats.skipped += 1
+            else:
+                todo.append((index, profile))
         async for _, session in bounded_map(play, todo, concurrency, desc="self-play"):
-            out.write(session)
-    return stats, judge_stats
-
-
+            if session is not None:
+                out.write(session)
+                stats.written += 1
+    return stats, judge.stats, trigger.stats if trigger else None

@@ -1,0 +1,139 @@
+"""Argument checks for the Fire CLIs, written once.
+
+Fire turns `--n=abc` into a string, `--n=2.5` into a float and `--flag=false` into the string
+"false", so every stage checks its arguments' types and ranges here, at the boundary, and refuses a
+bad one with a single `InputError` line naming the flag, instead of failing later with a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import fire
+from rpo.utils.io import InputError
+
+T = TypeVar("T")
+
+
+def integer(flag: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """`value` as an int within [minimum, maximum]; bools, floats and text are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"--{flag}: expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InputError(f"--{flag}: expected at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"--{flag}: expected at most {maximum}, got {value}")
+    return value
+
+
+def optional_integer(flag: str, value: Any, minimum: int | None = None) -> int | None:
+    """`integer`, or None when the flag was not given (the config's value applies)."""
+    return None if value is None else integer(flag, value, minimum=minimum)
+
+
+def fraction(flag: str, value: Any, allow_zero: bool = True) -> float:
+    """`value` as a float in [0, 1] (or (0, 1] without `allow_zero`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"--{flag}: expected a number between 0 and 1, got {value!r}")
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= 1):
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise InputError(f"--{flag}: expected a fraction in {interval}, got {value}")
+    return float(value)
+
+
+def switch(flag: str, value: Any) -> bool:
+    """`value` as a bool (Fire passes `--flag=false` as text)."""
+    if not isinstance(value, bool):
+        raise InputError(f"--{flag}: expected true or false (or --{flag} / --no-{flag}), got {value!r}")
+    return value
+
+
+def name(flag: str, value: Any) -> str:
+    """A non-empty name that is safe as a file name (a dataset name, a role)."""
+    if not isinstance(value, str) or not value.strip() or "/" in value or value in {".", ".."}:
+        raise InputError(f"--{flag}: expected a plain name, got {value!r}")
+    return value
+
+
+def output_file(flag: str, value: Any) -> Path:
+    """A path this run can create or replace: refused when it is a directory, sits under a file,
+    or its directory cannot be written."""
+    path = Path(_text(flag, value))
+    if path.is_dir():
+        raise InputError(f"--{flag}: {path} is a directory, expected a file path")
+    _writable_dir(flag, path.parent)
+    return path
+
+
+def output_dir(flag: str, value: Any) -> Path:
+    """A directory this run can create or write into."""
+    path = Path(_text(flag, value))
+    _writable_dir(flag, path)
+    return path
+
+
+def _text(flag: str, value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"--{flag}: expected a path, got {value!r}")
+    return value
+
+
+def _writable_dir(flag: str, path: Path) -> None:
+    """Create `path` and a scratch file in it: the only check that also holds for root and for
+    read-only file systems."""
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--{flag}: {existing} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise InputError(f"--{flag}: cannot write into {path} ({err.strerror or err})") from None
+
+
+def refuse_blank_constraints(records: Iterable[T], path: str | Path) -> Iterator[T]:
+    """Pass records through, refusing one whose profile holds an empty constraint (it would be
+    judged, reversed and restated as nothing)."""
+    for record in records:
+        profile = getattr(record, "profile", record)
+        for k, constraint in enumerate(profile.constraints):
+            if not constraint.strip():
+                record_id = getattr(record, "session_id", None) or getattr(record, "id", None)
+                raise InputError(f"{path}: record {record_id}: field constraints[{k}]: empty constraint")
+        yield record
+
+
+def conclude(built_what: str, built: int, failed: int = 0, first_failure: str = "") -> None:
+    """The stage's last word, after its summary: exit 1 with one line when items failed (they are
+    not recorded as done, so a rerun retries them) or when nothing was built."""
+    if failed:
+        print(
+            f"error: {failed} item(s) failed and were not recorded as done (first: {first_failure}); "
+            "rerun to retry exactly those",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    if not built:
+        print(f"error: nothing built ({built_what}: 0)", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(main: Callable[..., Any] | dict[str, Callable[..., Any]]) -> None:
+    """`fire.Fire(main)`, also accepting `--no-FLAG` for a boolean flag (Fire spells it `--noFLAG`)."""
+    argv = [f"--no{arg[5:]}" if arg.startswith("--no-") else arg for arg in sys.argv[1:]]
+    try:
+        fire.Fire(main, command=argv)
+    except OSError as err:  # an output that cannot be written, a disk that is full: one line, not a traceback
+        target = f"{err.filename}: " if err.filename else ""
+        print(f"error: {target}{err.strerror or err}", file=sys.stderr)
+        sys.exit(2)
