@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from rpo.demo.evaluation import judge_turn
+from rpo.demo.rules import triggered
 from rpo.demo.run import EVAL_STREAM, QUICK, QUICK_NOTE, self_play_sessions, world_profiles
 
 
@@ -48,6 +49,12 @@ def test_every_stage_ran(quick_run):
     assert report["sample_efficiency"]["reverse"]["perfect"] >= report["sample_efficiency"]["direct"]["perfect"]
     detail = [json.loads(line) for line in (out / "seed0" / "detail.jsonl").read_text().splitlines()]
     assert all(len(turn["samples"]) == QUICK.samples_per_turn for session in detail for turn in session["turns"])
+    # sampling judged each turn's triggered constraints only, as the rule trigger selector chose them
+    for session in detail:
+        for turn in session["turns"]:
+            assert turn["triggered"] == triggered(session["profile"]["constraints"], turn["query"])
+            for sample in turn["samples"]:
+                assert [k for k, v in enumerate(sample["follows"]) if v is not None] == turn["triggered"]
     rpo_state = json.loads((out / "seed0" / "data" / "dataset_info.json").read_text())["demo_rpo"]
     assert rpo_state["columns"]["margin"] == "margin"
     assert "rpo/margin_mean" in (out / "seed0" / "rpo.log").read_text()

@@ -23,7 +23,7 @@ import fire
 from rpo.demo.constraints import parse
 from rpo.demo.evaluation import HISTORIES, evaluate
 from rpo.demo.metrics import Session, bootstrap_ci95, score
-from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, WorldUserSimulator
+from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, RuleTriggerSelector, WorldUserSimulator
 from rpo.demo.training import train
 from rpo.demo.world import ResponseWriter, make_profile, make_query
 from rpo.utils.io import JsonArrayWriter, update_dataset_info, write_json
@@ -122,7 +122,7 @@ async def self_play_sessions(profiles: list[ProfileCore], seed: int, turns: int)
         sessions.append(
             await self_play(
                 profile, WorldUserSimulator(seed * 100_000 + i), OracleResponder(seed * 100_000 + i), judge,
-                max_turns=turns, threshold=1.0, session_id=profile.id, lang="en",
+                max_turns=turns, threshold=1.0, session_id=profile.id, lang="en", trigger=RuleTriggerSelector(),
             )
         )
     return [s for s in sessions if s.turns]
@@ -161,7 +161,8 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
     detail_path.unlink(missing_ok=True)
     policy = LocalPolicy(base, seed=seed, max_new_tokens=budget.max_new_tokens)
     asyncio.run(sample_sessions(sessions, policy, RuleJudge(), RuleReverser(), n=budget.samples_per_turn,
-                                concurrency=64, output_path=detail_path, lang="en", desc=f"{prefix}: sampling"))
+                                concurrency=64, output_path=detail_path, lang="en", desc=f"{prefix}: sampling",
+                                trigger=RuleTriggerSelector()))
     lap("sampling", started)
 
     started = time.monotonic()
