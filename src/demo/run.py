@@ -38,7 +38,6 @@ from tqdm import tqdm
 FIGURE = Path("img/demo_results.png")
 METHODS = ("base", "dpo", "rpo")
 METRIC_NAMES = ("CSR", "ISR", "SSR")
-EVAL_BATCH = 512  # greedy replies per forward batch: a whole evaluation pass at once
 QUICK_NOTE = ("QUICK mode is a smoke test: toy sizes and a few training steps, so these numbers mean "
               "nothing (equal metrics for base, DPO and RPO are expected); run `make demo` for a measurement.")
 # Held-out profile streams do not depend on the training seed: every seed is scored on the same set.
@@ -186,7 +185,7 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
                                                    budget.turns))
     judged = {}
     for method in tqdm(METHODS, desc=f"{prefix}: evaluation", unit="model"):
-        judged[method] = evaluate(LocalPolicy(models[method], max_new_tokens=budget.max_new_tokens, batch_size=EVAL_BATCH), eval_sessions)
+        judged[method] = evaluate(LocalPolicy(models[method], max_new_tokens=budget.max_new_tokens), eval_sessions)
     lap("evaluation", started)
     return {
         "judged": judged,
