@@ -42,6 +42,10 @@ class Constraint:
     def reverse(self) -> Constraint | None:
         raise NotImplementedError
 
+    def triggered_by(self, query: str) -> bool:
+        """Whether `query` puts this constraint in play; only conditionals ever sit a turn out."""
+        return True
+
 
 @dataclass(frozen=True)
 class Include(Constraint):
@@ -289,7 +293,10 @@ class IfMentionInclude(Constraint):
         return f'If the user mentions "{self.trigger}", mention "{self.word}".'
 
     def check(self, query: str, response: str) -> bool:
-        return not mentions(query, self.trigger) or mentions(response, self.word)
+        return not self.triggered_by(query) or mentions(response, self.word)
+
+    def triggered_by(self, query: str) -> bool:
+        return mentions(query, self.trigger)
 
     def reverse(self) -> Constraint:
         return IfMentionExclude(self.trigger, self.word)
@@ -307,7 +314,10 @@ class IfMentionExclude(Constraint):
         return f'If the user mentions "{self.trigger}", never mention "{self.word}".'
 
     def check(self, query: str, response: str) -> bool:
-        return not mentions(query, self.trigger) or not mentions(response, self.word)
+        return not self.triggered_by(query) or not mentions(response, self.word)
+
+    def triggered_by(self, query: str) -> bool:
+        return mentions(query, self.trigger)
 
     def reverse(self) -> Constraint:
         return IfMentionInclude(self.trigger, self.word)

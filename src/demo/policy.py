@@ -12,6 +12,9 @@ from pathlib import Path
 import torch
 from rpo.utils.schema import Messages
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
+
+transformers_logging.disable_progress_bar()  # a tiny model loads in no time; its bar is noise
 
 
 class LocalPolicy:

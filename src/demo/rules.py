@@ -1,7 +1,8 @@
 """Rule-based roles for the demo world, implementing the data toolkit's interfaces.
 
-`RuleJudge` and `RuleReverser` are exact drop-ins for the LLM judge and reverser; the user
-simulator and the oracle responder stand in for the strong model of self-play.
+`RuleTriggerSelector`, `RuleJudge` and `RuleReverser` are exact drop-ins for the LLM trigger
+selector, judge and reverser; the user simulator and the oracle responder stand in for the strong
+model of self-play.
 """
 
 from __future__ import annotations
@@ -11,6 +12,19 @@ import random
 from rpo.demo.constraints import parse
 from rpo.demo.world import ResponseWriter, make_query
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
+
+
+def triggered(constraints: list[str], query: str) -> list[int]:
+    """Sorted indices of the constraints `query` puts in play."""
+    return [k for k, text in enumerate(constraints) if parse(text).triggered_by(query)]
+
+
+class RuleTriggerSelector:
+    """`TriggerSelector`: a conditional ("if the user mentions W, ...") is in play when the query
+    mentions W; every other constraint always is, so a turn is judged on what it asks of the reply."""
+
+    async def select(self, profile: ProfileCore, history: Messages, query: str) -> list[int]:
+        return triggered(profile.constraints, query)
 
 
 class RuleJudge:

@@ -1,43 +1,45 @@
 """The whole RPO loop offline on CPU: `python -m rpo.demo.run [--quick] [--seeds 0,1]`.
 
 World → tiny base policy (LLaMA-Factory SFT) → self-play sessions → 5 samples per turn from the
-policy, rule judge, rule reverser (`rpo.dsc.dpo_data_construction.sample_sessions`) → DPO
-baseline and RPO datasets (`rpo.utils.pairs`) → DPO and RPO trained from the same base with the
-same budget (`llamafactory-cli train`, RPO through the margin patch) → CSR/ISR/SSR of base, DPO
-and RPO on held-out profiles → `out/demo/report.json`, a figure and a printed table.
+policy, rule judge, rule reverser (`rpo.utils.stages.sampling.sample_sessions`) → DPO baseline
+and RPO datasets (`rpo.utils.pairs`) → DPO and RPO trained from the same base with the same
+budget (`llamafactory-cli train`, RPO through the margin patch) → CSR/ISR/SSR of base, DPO and
+RPO on held-out profiles, each turn scored on the constraints its query triggers, with the
+policy's own history (SysBench's setting) and with the reference history → `out/demo/report.json`,
+a figure and a printed table.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import fire
-import yaml
 from rpo.demo.constraints import parse
+from rpo.demo.evaluation import HISTORIES, evaluate
 from rpo.demo.metrics import Session, bootstrap_ci95, score
-from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, WorldUserSimulator
+from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, RuleTriggerSelector, WorldUserSimulator
+from rpo.demo.training import train
 from rpo.demo.world import ResponseWriter, make_profile, make_query
 from rpo.utils.io import JsonArrayWriter, update_dataset_info, write_json
 from rpo.utils.pairs.build import build_dpo_dataset, build_rpo_dataset
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import ProfileCore, SelfPlaySession
-from rpo.utils.stages.sampling import policy_messages, sample_sessions
+from rpo.utils.stages.sampling import sample_sessions
 from rpo.utils.stages.selfplay import self_play
 from rpo.utils.tiny_model import build_tiny_model
+from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "conf" / "demo"
-BIN = Path(sys.executable).parent
+FIGURE = Path("img/demo_results.png")
 METHODS = ("base", "dpo", "rpo")
+METRIC_NAMES = ("CSR", "ISR", "SSR")
+QUICK_NOTE = ("QUICK mode is a smoke test: toy sizes and a few training steps, so these numbers mean "
+              "nothing (equal metrics for base, DPO and RPO are expected); run `make demo` for a measurement.")
 # Held-out profile streams do not depend on the training seed: every seed is scored on the same set.
 EVAL_STREAM, DEV_STREAM = 1_000_003, 2_000_003
 
@@ -61,11 +63,14 @@ class Budget:
     hidden: int = 128
     layers: int = 4
     vocab: int = 1024
+    log_steps: int = 10  # trainer log (loss, RPO margin) every this many steps
+    max_new_tokens: int = 64  # per reply, sampled or greedy
 
 
 FULL = Budget()
-QUICK = Budget(sft_profiles=250, sample_profiles=30, eval_profiles=24, sft_epochs=2.0, pref_steps=20,
-               hidden=64, layers=2, vocab=512)
+# A smoke test of every stage: as small as the stages allow, nothing measured.
+QUICK = Budget(sft_profiles=120, sample_profiles=20, eval_profiles=12, sft_epochs=1.0, pref_steps=6,
+               hidden=64, layers=2, vocab=512, log_steps=2, max_new_tokens=32)
 
 
 def world_profiles(stream: int, count: int, prefix: str, budget: Budget) -> list[ProfileCore]:
@@ -108,24 +113,6 @@ def world_texts(profiles: list[ProfileCore], seed: int) -> list[str]:
     return texts
 
 
-def train(config: str, work: Path, name: str, **overrides) -> Path:
-    """`llamafactory-cli train` on a filled-in copy of `conf/demo/<config>.yaml`; returns the output dir."""
-    settings = yaml.safe_load((CONF / f"{config}.yaml").read_text())
-    output_dir = work / "models" / name
-    settings.update({"output_dir": str(output_dir), **overrides})
-    config_path = work / f"{name}.yaml"
-    config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DISABLE_VERSION_CHECK": "1"}
-    log_path = work / f"{name}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.run([str(BIN / "llamafactory-cli"), "train", str(config_path)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, cwd=work, check=False)
-    if proc.returncode != 0:
-        tail = log_path.read_text()[-3000:]
-        raise RuntimeError(f"training {name} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
-    return output_dir
-
-
 async def self_play_sessions(profiles: list[ProfileCore], seed: int, turns: int) -> list[SelfPlaySession]:
     """Self-play with the rule user, the oracle responder and the rule judge (references)."""
     judge = RuleJudge()
@@ -134,37 +121,20 @@ async def self_play_sessions(profiles: list[ProfileCore], seed: int, turns: int)
         sessions.append(
             await self_play(
                 profile, WorldUserSimulator(seed * 100_000 + i), OracleResponder(seed * 100_000 + i), judge,
-                max_turns=turns, threshold=1.0, session_id=profile.id, lang="en",
+                max_turns=turns, threshold=1.0, session_id=profile.id, lang="en", trigger=RuleTriggerSelector(),
             )
         )
     return [s for s in sessions if s.turns]
 
 
-def evaluate(model_dir: Path, sessions: list[SelfPlaySession]) -> list[Session]:
-    """Greedy reply per turn (history = reference replies), judged by rules."""
-    from rpo.demo.policy import LocalPolicy
-
-    policy = LocalPolicy(model_dir)
-    prompts, keys = [], []
-    for s_index, session in enumerate(sessions):
-        for t_index in range(len(session.turns)):
-            prompts.append(policy_messages(session, t_index, "en"))
-            keys.append((s_index, t_index))
-    replies = policy.generate(prompts, greedy=True)
-    judged: list[Session] = [[[] for _ in s.turns] for s in sessions]
-    for (s_index, t_index), reply in zip(keys, replies):
-        session = sessions[s_index]
-        query = session.turns[t_index].query
-        judged[s_index][t_index] = [parse(c).check(query, reply) for c in session.profile.constraints]
-    return judged
-
-
 def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[str, float]) -> dict:
     from rpo.demo.policy import LocalPolicy
 
+    prefix = f"[demo] seed {seed}"
+
     def lap(stage: str, started: float) -> None:
         timings[stage] = timings.get(stage, 0.0) + round(time.monotonic() - started, 1)
-        print(f"[demo] seed {seed}: {stage} done in {time.monotonic() - started:.0f} s", flush=True)
+        print(f"{prefix}: {stage} done in {time.monotonic() - started:.0f} s", flush=True)
 
     work.mkdir(parents=True, exist_ok=True)
     data_dir = work / "data"
@@ -180,17 +150,18 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
     lap("world", started)
 
     started = time.monotonic()
-    base = train("sft", work, "base", model_name_or_path=str(init), dataset_dir=str(data_dir),
-                 num_train_epochs=budget.sft_epochs, seed=seed)
+    base = train("sft", work, "base", f"{prefix}: sft", model_name_or_path=str(init), dataset_dir=str(data_dir),
+                 num_train_epochs=budget.sft_epochs, logging_steps=budget.log_steps, seed=seed)
     lap("sft", started)
 
     started = time.monotonic()
     sessions = asyncio.run(self_play_sessions(sample_profiles, seed, budget.turns))
     detail_path = work / "detail.jsonl"
     detail_path.unlink(missing_ok=True)
-    policy = LocalPolicy(base, seed=seed)
+    policy = LocalPolicy(base, seed=seed, max_new_tokens=budget.max_new_tokens)
     asyncio.run(sample_sessions(sessions, policy, RuleJudge(), RuleReverser(), n=budget.samples_per_turn,
-                                concurrency=64, output_path=detail_path, lang="en", desc=None))
+                                concurrency=64, output_path=detail_path, lang="en", desc=f"{prefix}: sampling",
+                                trigger=RuleTriggerSelector()))
     lap("sampling", started)
 
     started = time.monotonic()
@@ -204,14 +175,17 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
         if counts.pairs == 0:
             raise RuntimeError(f"no {method} pairs were built: the base policy's samples never differ")
         margin = {"rpo_gamma": budget.rpo_gamma} if method == "rpo" else {}
-        models[method] = train(method, work, method, model_name_or_path=str(base), dataset_dir=str(data_dir),
-                               max_steps=budget.pref_steps, learning_rate=budget.pref_lr, seed=seed, **margin)
+        models[method] = train(method, work, method, f"{prefix}: {method}", model_name_or_path=str(base),
+                               dataset_dir=str(data_dir), max_steps=budget.pref_steps, learning_rate=budget.pref_lr,
+                               logging_steps=budget.log_steps, seed=seed, **margin)
         lap(method, started)
 
     started = time.monotonic()
     eval_sessions = asyncio.run(self_play_sessions(held_out, EVAL_STREAM if split == "eval" else DEV_STREAM,
                                                    budget.turns))
-    judged = {method: evaluate(models[method], eval_sessions) for method in METHODS}
+    judged = {}
+    for method in tqdm(METHODS, desc=f"{prefix}: evaluation", unit="model"):
+        judged[method] = evaluate(LocalPolicy(models[method], max_new_tokens=budget.max_new_tokens), eval_sessions)
     lap("evaluation", started)
     return {
         "judged": judged,
@@ -221,17 +195,23 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
     }
 
 
+def summarise(judged_per_seed: dict[int, list[Session]]) -> dict:
+    """Mean metrics over seeds, a bootstrap interval over the pooled sessions, and each seed's metrics."""
+    per_seed = {seed: score(sessions) for seed, sessions in judged_per_seed.items()}
+    entry: dict = {name: round(statistics.fmean(r[name] for r in per_seed.values()), 4) for name in METRIC_NAMES}
+    entry["ci95"] = bootstrap_ci95([session for sessions in judged_per_seed.values() for session in sessions])
+    if len(per_seed) > 1:
+        entry["spread"] = {n: round(statistics.stdev(r[n] for r in per_seed.values()), 4) for n in METRIC_NAMES}
+    entry["per_seed"] = {str(s): {k: round(v, 4) for k, v in r.items()} for s, r in per_seed.items()}
+    return entry
+
+
 def aggregate(results: dict[int, dict], seeds: list[int]) -> dict:
+    """Headline metrics with the policy's own history (SysBench's setting), reference history beside."""
     methods = {}
     for method in METHODS:
-        per_seed = [score(results[s]["judged"][method]) for s in seeds]
-        entry = {name: round(statistics.fmean(r[name] for r in per_seed), 4) for name in ("CSR", "ISR", "SSR")}
-        pooled = [session for s in seeds for session in results[s]["judged"][method]]
-        entry["ci95"] = bootstrap_ci95(pooled)
-        if len(seeds) > 1:
-            entry["spread"] = {n: round(statistics.stdev(r[n] for r in per_seed), 4) for n in ("CSR", "ISR", "SSR")}
-        entry["per_seed"] = {str(s): {k: round(v, 4) for k, v in r.items()} for s, r in zip(seeds, per_seed)}
-        methods[method] = entry
+        by_history = {h: summarise({s: results[s]["judged"][method][h] for s in seeds}) for h in HISTORIES}
+        methods[method] = {**by_history["own"], "reference_history": by_history["reference"]}
     efficiency = {
         kind: {q: round(statistics.fmean(results[s]["sample_efficiency"][kind][q] for s in seeds), 4)
                for q in ("valid", "dominated", "perfect")}
@@ -242,11 +222,18 @@ def aggregate(results: dict[int, dict], seeds: list[int]) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = [f"{'method':<6} {'CSR':>7} {'ISR':>7} {'SSR':>7}   ISR 95% CI"]
+    lines = []
+    if report["quick"]:
+        lines += [QUICK_NOTE, ""]
+    lines.append(f"{report['eval_turns']} held-out turns, each scored on the constraints its query triggers")
+    lines.append(f"{'':<6} {'own history (SysBench)':^37}   {'reference history':^23}")
+    lines.append(f"{'method':<6} {'CSR':>7} {'ISR':>7} {'SSR':>7}   ISR 95% CI       {'CSR':>7} {'ISR':>7} {'SSR':>7}")
     for method in METHODS:
         m = report["methods"][method]
+        r = m["reference_history"]
         lo, hi = m["ci95"]["ISR"]
-        lines.append(f"{method:<6} {m['CSR']:>7.3f} {m['ISR']:>7.3f} {m['SSR']:>7.3f}   [{lo:.3f}, {hi:.3f}]")
+        lines.append(f"{method:<6} {m['CSR']:>7.3f} {m['ISR']:>7.3f} {m['SSR']:>7.3f}   [{lo:.3f}, {hi:.3f}]   "
+                     f"{r['CSR']:>7.3f} {r['ISR']:>7.3f} {r['SSR']:>7.3f}")
     eff = report["sample_efficiency"]
     lines.append("")
     lines.append(f"{'pairing':<8} {'valid':>6} {'dominated':>9} {'perfect':>7}")
@@ -254,6 +241,8 @@ def table(report: dict) -> str:
         lines.append(f"{kind:<8} {eff[kind]['valid']:>6.2f} {eff[kind]['dominated']:>9.2f} {eff[kind]['perfect']:>7.2f}")
     lines.append(f"pairs: dpo {report['pairs']['dpo']}, rpo {report['pairs']['rpo']}; "
                  f"seeds {report['seeds']}; {report['minutes']} min")
+    if report["quick"]:
+        lines += ["", QUICK_NOTE]
     return "\n".join(lines)
 
 
@@ -263,7 +252,7 @@ def figure(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ("CSR", "ISR", "SSR")
+    names = METRIC_NAMES
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.26
     for i, method in enumerate(METHODS):
@@ -274,7 +263,8 @@ def figure(report: dict, path: Path) -> None:
     ax.set_xticks(range(3), names)
     ax.set_ylim(0, 1)
     ax.set_ylabel("rate (95% CI)")
-    ax.set_title(f"Offline demo: held-out profiles, seeds {report['seeds']}")
+    ax.set_title(f"Offline demo: held-out profiles, own history, seeds {report['seeds']}"
+                 + (" (QUICK: smoke test)" if report["quick"] else ""))
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,9 +273,11 @@ def figure(report: dict, path: Path) -> None:
 
 
 def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = "out/demo",
-         figure_path: str = "img/demo_results.png", split: str = "eval", keep: bool = False,
-         **overrides) -> None:
+         figure_path: str | None = None, split: str = "eval", keep: bool = False, **overrides) -> None:
     """Run the demo; `--split dev` scores the development profiles (for calibration) instead of eval.
+
+    The figure goes to `img/demo_results.png`, the README's figure, after a full run, and next to
+    the report after a QUICK run, whose toy numbers must not replace it.
 
     Any `Budget` field can be overridden (`--pref_lr 1e-3`); it applies to DPO and RPO alike, except
     `--rpo_gamma` (a γ sweep is one run per value).
@@ -299,6 +291,7 @@ def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = 
         raise SystemExit(f"unknown budget options: {', '.join(sorted(unknown))}")
     budget = replace(QUICK if quick else FULL, **overrides)
     output = Path(output_dir).resolve()
+    figure_file = Path(figure_path) if figure_path else output / "demo_results.png" if quick else FIGURE
     timings: dict[str, float] = {}
     results = {seed: run_seed(seed, budget, output / f"seed{seed}", split, timings) for seed in seed_list}
     report = aggregate(results, seed_list)
@@ -310,9 +303,11 @@ def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = 
         budget=asdict(budget),
         timings_s=timings,
         quick=quick,
+        scoring="each turn on the constraints its query triggers; metrics with the policy's own history, "
+                "reference_history beside",
     )
     write_json(output / "report.json", report)
-    figure(report, Path(figure_path))
+    figure(report, figure_file)
     if not keep:
         for seed in seed_list:
             shutil.rmtree(output / f"seed{seed}" / "models", ignore_errors=True)
