@@ -23,7 +23,7 @@ from pathlib import Path
 import fire
 import yaml
 from rpo.demo.constraints import parse
-from rpo.demo.metrics import Session, bootstrap_ci95, score
+from rpo.eval.metrics import Session, bootstrap_ci95, score
 from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, WorldUserSimulator
 from rpo.demo.world import ResponseWriter, make_profile, make_query
 from rpo.dsc.dpo_data_construction import policy_messages, sample_sessions
