@@ -67,7 +67,7 @@ def run(
             config,
             {
                 "response": {"model": model, "base_url": base_url, "api_key_env": api_key_env,
-                             "temperature": temperature if temperature is not None else None if config else 0.0,
+                             "temperature": temperature if temperature is not None or config else 0.0,
                              "max_tokens": max_tokens},
                 "judge": {"model": judge_model, "base_url": judge_base_url, "api_key_env": judge_api_key_env,
                           **({} if config else {"temperature": 0.0, "max_tokens": 2048})},
