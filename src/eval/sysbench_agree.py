@@ -14,7 +14,7 @@ from typing import Any
 from rpo.eval.common import pct, table
 from rpo.eval.metrics import score
 from rpo.eval.sysbench_data import EvalDialogue, JudgedTurn, load_dialogues
-from rpo.eval.sysbench_judge import judge_language, judge_prompt, judge_turn
+from rpo.eval.sysbench_judge import judge_turn
 from rpo.eval.sysbench_metrics import sessions_of
 from rpo.eval.sysbench_run import ResponseRecord
 from rpo.utils.concurrency import bounded_map
@@ -65,9 +65,8 @@ async def rejudge(client: LLMClient, eval_file: str, recorded: list[list[JudgedT
             if key not in contexts:
                 raise InputError(f"{eval_file}: system_id {turn.system_id} turn {turn.turn}: no recorded conversation")
             system, history = contexts[key]
-            prompt = judge_prompt(system, history, turn.query, turn.response, turn.criteria,
-                                  judge_language(system, lang))
-            judgment = await judge_turn(client, prompt, list(turn.criteria), attempts)
+            judgment = await judge_turn(client, system, history, turn.query, turn.response, turn.criteria, lang,
+                                        attempts)
             return turn.model_copy(update={"verdicts": judgment.verdicts, "reasons": judgment.reasons,
                                            "attempts": judgment.attempts, "judge_model": judgment.judge_model})
 

@@ -75,11 +75,14 @@ class Judgment:
     judge_model: str
 
 
-async def judge_turn(client: LLMClient, prompt: str, criteria_ids: list[str], attempts: int) -> Judgment:
-    """Ask until the answer is usable, at most `attempts` times; no criteria means no call."""
+async def judge_turn(client: LLMClient, system_prompt: str, history: list[tuple[str, str]], query: str,
+                     response: str, criteria: dict[str, Criterion], lang: str, attempts: int) -> Judgment:
+    """Ask until the answer is usable, at most `attempts` times; a turn without criteria costs no call."""
     model = client.config.role(JUDGE_ROLE).model
-    if not criteria_ids:
+    if not criteria:
         return Judgment({}, None, 0, model)
+    criteria_ids = list(criteria)
+    prompt = judge_prompt(system_prompt, history, query, response, criteria, judge_language(system_prompt, lang))
     messages = [{"role": "user", "content": prompt}]
     for attempt in range(attempts):
         overrides = {} if attempt == 0 else {"temperature": 0.5, "seed": attempt}

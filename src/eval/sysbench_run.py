@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 from rpo.eval.sysbench_data import Dialogue, JudgedTurn
-from rpo.eval.sysbench_judge import judge_language, judge_prompt, judge_turn
+from rpo.eval.sysbench_judge import judge_turn
 from rpo.utils.concurrency import bounded_map
 from rpo.utils.io import JsonlAppender, read_jsonl
 from rpo.utils.llm_client import LLMClient
@@ -56,7 +56,6 @@ async def run_sysbench(client: LLMClient, dialogues: list[Dialogue], out: Path, 
         model = client.config.role(RESPONSE_ROLE).model
 
         async def one(dialogue: Dialogue) -> list[JudgedTurn]:
-            lang = judge_language(dialogue.system_prompt, settings.lang)
             history: list[tuple[str, str]] = []
             turns = []
             for k, (query, reference) in enumerate(zip(dialogue.queries, dialogue.references), 1):
@@ -74,8 +73,8 @@ async def run_sysbench(client: LLMClient, dialogues: list[Dialogue], out: Path, 
                 turn = judged.get(key)
                 if turn is None:
                     info = dialogue.prompt_infos[query]
-                    prompt = judge_prompt(dialogue.system_prompt, history, query, response, info.criteria, lang)
-                    judgment = await judge_turn(client, prompt, list(info.criteria), settings.judge_attempts)
+                    judgment = await judge_turn(client, dialogue.system_prompt, history, query, response,
+                                                info.criteria, settings.lang, settings.judge_attempts)
                     turn = JudgedTurn(
                         system_id=dialogue.system_id, turn=k, query=query, response=response,
                         alignment=info.alignment, rounds_related=dialogue.rounds_related,
