@@ -6,7 +6,7 @@ Handlers for `tests.scripted_server.ScriptedServer`:
   it asks about (found by the query and answer quoted in the prompt), in varied but valid formats
   (fenced `json`, SysBench's `'''json` fence, bare JSON with integer keys); a turn without recorded
   verdicts gets an answer that is not JSON, so it ends up unjudged;
-- `follow_all(request)`: a judge that finds every criterion followed;
+- `follow_all(request)`: a judge that finds every criterion followed (`ok` to anything else);
 - `echo_model(request)`: a model that answers `answer: <last user message>`.
 
 `python -m tests.eval_servers --kind=judge|model [--delay_s=0.1]` (from the repository root) serves `follow_all` or
@@ -67,7 +67,10 @@ def replay_judge(verdicts: dict[tuple[str, str], dict[str, str]]) -> Callable[[d
 
 
 def follow_all(request: dict[str, Any]) -> str:
-    ids = criteria_ids(request["messages"][0]["content"])
+    prompt = request["messages"][0]["content"]
+    if not _CRITERIA.search(prompt):
+        return "ok"  # not a judge prompt (the benchmark's client-only baseline)
+    ids = criteria_ids(prompt)
     return json.dumps({"评判理由": "all followed", "评判结果": {i: "是" for i in ids}}, ensure_ascii=False)
 
 
