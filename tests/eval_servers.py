@@ -26,8 +26,8 @@ import fire
 
 from tests.scripted_server import ScriptedServer
 
-_TURN = re.compile(r"<user>\n(.*?)\n</user>\n<assistant>\n(.*?)\n</assistant>", re.S)
-_CRITERIA = re.compile(r"<criteria>\n(.*?)</criteria>", re.S)
+_TURN = re.compile(r"<user>\n(.*?)\n</user>\n<assistant>\n(.*?)\n</assistant>", re.DOTALL)
+_CRITERIA = re.compile(r"<criteria>\n(.*?)</criteria>", re.DOTALL)
 
 
 def judged_turn(prompt: str) -> tuple[str, str]:

@@ -171,7 +171,7 @@ def test_second_run_on_the_same_directory_is_refused(tmp_path):
     with open(out / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         done = subprocess.run(_run_args(out, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "another run is writing to this directory" in done.stderr
 
 
@@ -183,7 +183,7 @@ def test_tiny_model_served_by_llamafactory_answers_end_to_end(tmp_path):
     ) as service:
         out = tmp_path / "run"
         done = subprocess.run(_run_args(out, service.base_url, judge.base_url, "--limit=1", "--max_tokens=8"),
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         prompts = [r["messages"][0]["content"] for r in judge.chat_requests]
     responses = _lines(out / "responses.jsonl")
@@ -195,3 +195,14 @@ def test_tiny_model_served_by_llamafactory_answers_end_to_end(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert (metrics["CSR"], metrics["ISR"], metrics["SSR"], metrics["turns"]) == (1.0, 1.0, 1.0, 5)
     assert "response" in done.stderr and "judge" in done.stderr  # the usage table
+
+
+def test_resuming_with_another_model_is_refused(tmp_path, replay_servers):
+    model, judge = replay_servers
+    out = tmp_path / "run"
+    subprocess.run(_run_args(out, model.base_url, judge.base_url, "--limit=1"), capture_output=True, text=True,
+                   check=True)
+    args = [a.replace("--model=policy", "--model=other") for a in _run_args(out, model.base_url, judge.base_url)]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {out / 'responses.jsonl'}: holds records of policy, not other: use another --output_dir"

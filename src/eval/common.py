@@ -50,6 +50,14 @@ def build_config(
     return PipelineConfig.from_dict(raw)
 
 
+def refuse_other_models(path: Path, recorded: set[Any], model: str) -> None:
+    """A resumed run must not mix another model's (or judge's) records into its own."""
+    others = sorted(str(m) for m in recorded - {model})
+    if others:
+        raise InputError(f"{path}: holds records of {', '.join(others)}, not {model}: "
+                         "use another --output_dir")
+
+
 @contextmanager
 def exclusive_output(output_dir: str | Path) -> Iterator[Path]:
     """Hold an exclusive lock on an output directory: two runs never append to the same files."""

@@ -18,7 +18,15 @@ from typing import Any
 
 import fire
 from pydantic import BaseModel
-from rpo.eval.common import build_config, exclusive_output, pct, pct_ci, print_json, table
+from rpo.eval.common import (
+    build_config,
+    exclusive_output,
+    pct,
+    pct_ci,
+    print_json,
+    refuse_other_models,
+    table,
+)
 from rpo.eval.ifeval import IFResult, check_response, step_accuracies, unsupported_counts
 from rpo.eval.metrics import bootstrap_ci95
 from rpo.eval.multi_if_data import Row, load_responses, load_rows
@@ -102,10 +110,12 @@ def score(data: str, responses: str, json: bool = False, bootstrap_rounds: int =
 async def answer_rows(client: LLMClient, rows: list[Row], path: Path, concurrency: int) -> dict[tuple[str, int], str]:
     """Answer every step not already in `path`, each row's steps in one conversation; all answers."""
     with JsonlAppender(path) as sink:
-        answered = {(r.key, r.step): r.response for r in read_jsonl(path, StepResponse)}
+        records = list(read_jsonl(path, StepResponse))
+        model = client.config.role(RESPONSE_ROLE).model
+        refuse_other_models(path, {r.model for r in records}, model)
+        answered = {(r.key, r.step): r.response for r in records}
         if answered:
             print(f"resuming: {len(answered)} steps already answered", file=sys.stderr)
-        model = client.config.role(RESPONSE_ROLE).model
 
         async def one(row: Row) -> None:
             messages: list[dict[str, str]] = []

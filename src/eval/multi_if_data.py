@@ -76,7 +76,7 @@ def _row_from_multi_if(raw: dict[str, Any]) -> dict[str, Any]:
         except json.JSONDecodeError:
             raise ValueError(f"field turn_{k}_prompt: not a JSON message") from None
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise ValueError(f"field turn_{k}_prompt: expected a JSON object with a string `content`")
+            raise TypeError(f"field turn_{k}_prompt: expected a JSON object with a string `content`")
         steps.append({"prompt": message["content"], "instruction_ids": raw.get(f"turn_{k}_instruction_id_list"),
                       "kwargs": raw.get(f"turn_{k}_kwargs")})
     if not steps:
@@ -92,7 +92,7 @@ def _row_from_ifeval(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _raw_rows(path: Path) -> list[dict[str, Any]]:
     name = path.name.lower()
-    if name.endswith((".csv", ".csv.gz")) or name.endswith(".parquet"):
+    if name.endswith((".csv", ".csv.gz", ".parquet")):
         import pandas as pd
 
         frame = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path, dtype=str,
@@ -129,7 +129,7 @@ def load_rows(path: str | Path) -> list[Row]:
             row = Row.model_validate(shaped)
         except ValidationError as err:
             raise InputError(f"{where}: {describe_error(err)}") from None
-        except (ValueError, json.JSONDecodeError) as err:
+        except (ValueError, TypeError) as err:
             raise InputError(f"{where}: {err}") from None
         for k, step in enumerate(row.steps, 1):
             if len(step.kwargs) != len(step.instruction_ids):

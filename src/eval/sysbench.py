@@ -112,9 +112,9 @@ def agree(
 ) -> None:
     """Re-judge a finished run's answers with another judge; agreement and how the metrics move."""
     recorded = load_judged(eval_file)
-    out = Path(output_dir) if output_dir else Path(eval_file).with_name(Path(eval_file).stem + ".agree")
-    if Path(eval_file).is_dir() and not output_dir:
-        out = Path(eval_file) / "agree" / judge_model.replace("/", "_")
+    source = Path(eval_file)
+    base = source / "agree" if source.is_dir() else source.with_name(source.stem + ".agree")
+    out = Path(output_dir) if output_dir else base / judge_model.replace("/", "_")
     with exclusive_output(out):
         pipeline = build_config(
             config,

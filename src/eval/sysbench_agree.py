@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rpo.eval.common import pct, table
+from rpo.eval.common import pct, refuse_other_models, table
 from rpo.eval.metrics import score
 from rpo.eval.sysbench_data import EvalDialogue, JudgedTurn, load_dialogues
-from rpo.eval.sysbench_judge import judge_turn
+from rpo.eval.sysbench_judge import JUDGE_ROLE, judge_turn
 from rpo.eval.sysbench_metrics import sessions_of
 from rpo.eval.sysbench_run import ResponseRecord
 from rpo.utils.concurrency import bounded_map
@@ -58,6 +58,8 @@ async def rejudge(client: LLMClient, eval_file: str, recorded: list[list[JudgedT
     path = out / "judgments.jsonl"
     with JsonlAppender(path) as sink:
         done = {(t.system_id, t.turn): t for t in read_jsonl(path, JudgedTurn)}
+        refuse_other_models(path, {t.judge_model for t in done.values() if t.attempts},
+                            client.config.role(JUDGE_ROLE).model)
         todo = [t for dialogue in recorded for t in dialogue if (t.system_id, t.turn) not in done]
 
         async def one(turn: JudgedTurn) -> JudgedTurn:

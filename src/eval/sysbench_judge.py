@@ -20,7 +20,7 @@ from rpo.utils.llm_client import LLMClient
 from rpo.utils.prompts import render_lang
 
 JUDGE_ROLE = "judge"
-_FENCE = re.compile(r"(?:```|''')[ \t]*(?:json)?[ \t]*\n?(.*?)(?:```|''')", re.S | re.I)
+_FENCE = re.compile(r"(?:```|''')[ \t]*(?:json)?[ \t]*\n?(.*?)(?:```|''')", re.DOTALL | re.IGNORECASE)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -53,7 +53,7 @@ def parse_judgment(text: str, criteria_ids: list[str]) -> tuple[dict[str, str], 
     for candidate in candidates:
         try:
             obj = json_repair.loads(candidate)
-        except Exception:  # json-repair gives up on some inputs with assorted errors
+        except (ValueError, TypeError, IndexError, RecursionError):  # json-repair gives up on some inputs
             continue
         if not isinstance(obj, dict):
             continue

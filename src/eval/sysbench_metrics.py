@@ -56,8 +56,8 @@ def format_report(metrics: dict[str, Any]) -> str:
     ci = metrics["ci95"]
     parts = [
         table(["metric", "value [95% CI]"], [(m, pct_ci(metrics[m], ci[m])) for m in ("CSR", "ISR", "SSR")]),
-        f"dialogues {metrics['dialogues']}, turns {metrics['turns']}, criteria {metrics['criteria']}, "
-        f"unjudged turns {metrics['unjudged']}",
+        (f"dialogues {metrics['dialogues']}, turns {metrics['turns']}, criteria {metrics['criteria']}, "
+         f"unjudged turns {metrics['unjudged']}"),
         table(["constraint type", "CSR"], [(k, pct(v)) for k, v in metrics["by_type"].items()]),
         table(["turn", "ISR"], [(k, pct(v)) for k, v in enumerate(metrics["by_turn"], 1)]),
         table(["alignment", "ISR"], [(k, pct(v)) for k, v in metrics["by_alignment"].items()]),

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
+from rpo.eval.common import refuse_other_models
 from rpo.eval.sysbench_data import Dialogue, JudgedTurn
-from rpo.eval.sysbench_judge import judge_turn
+from rpo.eval.sysbench_judge import JUDGE_ROLE, judge_turn
 from rpo.utils.concurrency import bounded_map
 from rpo.utils.io import JsonlAppender, read_jsonl
 from rpo.utils.llm_client import LLMClient
@@ -51,9 +52,12 @@ async def run_sysbench(client: LLMClient, dialogues: list[Dialogue], out: Path, 
     with JsonlAppender(responses_path) as responses, JsonlAppender(judgments_path) as judgments:
         answered = _by_key(responses_path, ResponseRecord)
         judged = _by_key(judgments_path, JudgedTurn)
+        model = client.config.role(RESPONSE_ROLE).model
+        refuse_other_models(responses_path, {r.model for r in answered.values()}, model)
+        refuse_other_models(judgments_path, {t.judge_model for t in judged.values() if t.attempts},
+                            client.config.role(JUDGE_ROLE).model)
         if answered or judged:
             print(f"resuming: {len(answered)} turns answered, {len(judged)} judged", file=sys.stderr)
-        model = client.config.role(RESPONSE_ROLE).model
 
         async def one(dialogue: Dialogue) -> list[JudgedTurn]:
             history: list[tuple[str, str]] = []
