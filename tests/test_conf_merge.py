@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from rpo.utils.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]

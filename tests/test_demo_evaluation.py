@@ -5,9 +5,9 @@ import asyncio
 
 import pytest
 from rpo.demo.evaluation import evaluate, judge_turn
-from rpo.demo.metrics import score
 from rpo.demo.rules import RuleTriggerSelector
 from rpo.demo.training import TrainerProgress
+from rpo.eval.metrics import score
 from rpo.utils.schema import ProfileCore, SelfPlaySession, SelfPlayTurn
 
 CONSTRAINTS = [

@@ -1,7 +1,7 @@
 """SysBench metrics on hand-made judgments."""
 
 import pytest
-from rpo.demo.metrics import bootstrap_ci95, csr, isr, ssr
+from rpo.eval.metrics import bootstrap_ci95, csr, isr, ssr
 
 SESSIONS = [
     [[True, True], [True, False], [True, True]],  # streak 1 of 3

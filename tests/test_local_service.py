@@ -31,6 +31,7 @@ from rpo.utils.local_service import (
     vllm_command,
 )
 from rpo.utils.tiny_model import build_tiny_model
+
 from tests.test_conf_merge import build_tiny_adapter
 
 ROOT = Path(__file__).resolve().parent.parent

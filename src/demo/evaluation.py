@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from rpo.demo.constraints import parse
-from rpo.demo.metrics import Session
 from rpo.demo.rules import triggered
+from rpo.eval.metrics import Session
 from rpo.utils.schema import Messages, SelfPlaySession
 from rpo.utils.stages.sampling import policy_messages
 

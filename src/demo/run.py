@@ -22,10 +22,10 @@ from pathlib import Path
 import fire
 from rpo.demo.constraints import parse
 from rpo.demo.evaluation import HISTORIES, evaluate
-from rpo.demo.metrics import Session, bootstrap_ci95, score
 from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, RuleTriggerSelector, WorldUserSimulator
 from rpo.demo.training import train
 from rpo.demo.world import ResponseWriter, make_profile, make_query
+from rpo.eval.metrics import Session, bootstrap_ci95, score
 from rpo.utils.io import JsonArrayWriter, update_dataset_info, write_json
 from rpo.utils.pairs.build import build_dpo_dataset, build_rpo_dataset
 from rpo.utils.prompts.system_prompt import render_system_prompt

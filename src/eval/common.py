@@ -1,0 +1,98 @@
+"""What the evaluation CLIs share: endpoint config from flags, the output lock, tables and JSON output."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rpo.utils.io import InputError
+from rpo.utils.llm.config import PipelineConfig
+
+ROLE_FLAGS = ("model", "base_url", "api_key_env", "temperature", "max_tokens")
+
+
+def describe_error(err: ValidationError) -> str:
+    """The first error of a validation as `field a.b[0]: message` (a record-level check names its field)."""
+    first = err.errors()[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    if not loc:
+        return first["msg"].removeprefix("Value error, ")
+    return f"field {loc}: {first['msg']}"
+
+
+def build_config(
+    config_path: str | None,
+    roles: dict[str, dict[str, Any]],
+    concurrency: int | None,
+    cache_dir: str | Path,
+) -> PipelineConfig:
+    """Roles from `--config` (if given) with the explicit flags laid over them.
+
+    Without a config file the cache lives in the output directory, so a rerun there makes no calls.
+    """
+    raw: dict[str, Any] = {"roles": {}, "cache_dir": str(cache_dir)}
+    if config_path:
+        raw = PipelineConfig.load(config_path).model_dump()
+    for name, flags in roles.items():
+        role = dict(raw["roles"].get(name) or {})
+        role.update({k: v for k, v in flags.items() if v is not None})
+        if "model" not in role:
+            raise InputError(f"no model for the {name} role: pass its --model flag or a --config that has it")
+        raw["roles"][name] = role
+    if concurrency is not None:
+        raw["concurrency"] = concurrency
+    return PipelineConfig.from_dict(raw)
+
+
+def refuse_other_models(path: Path, recorded: set[Any], model: str) -> None:
+    """A resumed run must not mix another model's (or judge's) records into its own."""
+    others = sorted(str(m) for m in recorded - {model})
+    if others:
+        raise InputError(f"{path}: holds records of {', '.join(others)}, not {model}: "
+                         "use another --output_dir")
+
+
+@contextmanager
+def exclusive_output(output_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on an output directory: two runs never append to the same files."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{output_dir}: another run is writing to this directory") from None
+        yield output_dir
+    finally:
+        os.close(fd)
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on stdout and nothing else (for `--json`)."""
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A fixed-width text table: first column left-aligned, the rest right-aligned."""
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def pct_ci(value: float, ci: Sequence[float] | None) -> str:
+    """`74.2 [71.0, 77.3]`: a fraction and its interval as percentages."""
+    return pct(value) + (f" [{pct(ci[0])}, {pct(ci[1])}]" if ci else "")

@@ -1,0 +1,91 @@
+"""SysBench metrics over judged sessions, and bootstrap confidence intervals for any metric.
+
+A session is a list of turns; a turn is its list of per-constraint verdicts, or `None` when the
+turn could not be judged. A verdict is `True` (followed: SysBench's `是`), `False` (not followed:
+`否`) or `None` (any other answer, such as SysBench's occasional `不适用`).
+
+The rules are SysBench's own analysis, which its published tables come from:
+- CSR: followed verdicts over all verdicts of all turns, pooled (only `True` counts as followed);
+- ISR: share of turns with no `False` verdict (a turn without criteria, or whose only non-`是`
+  verdicts are `不适用`, is a followed turn, as SysBench's "usable" column counts it);
+- SSR: per session, the followed turns from the first until the first failure, divided by the
+  session's turns (5 in SysBench), averaged over sessions.
+Unjudged turns are left out of CSR and ISR; a session whose streak reaches an unjudged turn has an
+unknown SSR and is left out of it (a failure before the gap still settles it).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+Verdict = bool | None
+Turn = list[Verdict]
+Session = list[Turn | None]
+U = TypeVar("U")
+
+
+def turn_followed(turn: Turn) -> bool:
+    return False not in turn
+
+
+def csr(sessions: list[Session]) -> float:
+    verdicts = [v for session in sessions for turn in session if turn is not None for v in turn]
+    return sum(v is True for v in verdicts) / len(verdicts) if verdicts else 0.0
+
+
+def isr(sessions: list[Session]) -> float:
+    turns = [turn_followed(turn) for session in sessions for turn in session if turn is not None]
+    return sum(turns) / len(turns) if turns else 0.0
+
+
+def streak(session: Session) -> float | None:
+    """Fully followed turns from the first until the first failure ÷ turns; None if a gap hides it."""
+    run = 0
+    for turn in session:
+        if turn is None:
+            return None
+        if not turn_followed(turn):
+            break
+        run += 1
+    return run / len(session)
+
+
+def ssr(sessions: list[Session]) -> float:
+    scored = [s for s in (streak(session) for session in sessions if session) if s is not None]
+    return sum(scored) / len(scored) if scored else 0.0
+
+
+METRICS: dict[str, Callable[[list[Session]], float]] = {"CSR": csr, "ISR": isr, "SSR": ssr}
+
+
+def score(sessions: list[Session]) -> dict[str, float]:
+    return {name: fn(sessions) for name, fn in METRICS.items()}
+
+
+def bootstrap_ci95(
+    units: Sequence[U],
+    metrics: dict[str, Callable[[list[U]], Any]] | None = None,
+    rounds: int = 1000,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """2.5th and 97.5th percentiles of each metric over the units resampled with replacement.
+
+    Units are what was sampled independently (sessions, benchmark rows), so that the interval
+    reflects the correlation of turns within a session. The default metrics are SysBench's.
+    """
+    metrics = metrics if metrics is not None else METRICS
+    if not units:
+        return {name: [0.0, 0.0] for name in metrics}
+    rng = random.Random(seed)
+    draws: dict[str, list[float]] = {name: [] for name in metrics}
+    for _ in range(rounds):
+        resample = [units[rng.randrange(len(units))] for _ in units]
+        for name, fn in metrics.items():
+            draws[name].append(fn(resample))
+    ci = {}
+    for name, values in draws.items():
+        values.sort()
+        ci[name] = [round(values[int(0.025 * rounds)], 4), round(values[int(0.975 * rounds) - 1], 4)]
+    return ci

@@ -1,0 +1,90 @@
+"""Scripted model-under-test and judge answers for the evaluation tests and benchmark.
+
+Handlers for `tests.scripted_server.ScriptedServer`:
+- `replay_model(answers)`: answers each request with the recorded answer to its last user message;
+- `replay_judge(verdicts)`: answers a SysBench judge prompt with the verdicts recorded for the turn
+  it asks about (found by the query and answer quoted in the prompt), in varied but valid formats
+  (fenced `json`, SysBench's `'''json` fence, bare JSON with integer keys); a turn without recorded
+  verdicts gets an answer that is not JSON, so it ends up unjudged;
+- `follow_all(request)`: a judge that finds every criterion followed (`ok` to anything else);
+- `echo_model(request)`: a model that answers `answer: <last user message>`.
+
+`python -m tests.eval_servers --kind=judge|model [--delay_s=0.1]` (from the repository root) serves `follow_all` or
+`echo_model` in its own process, printing `PORT <n>` (the throughput benchmark does this).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import fire
+
+from tests.scripted_server import ScriptedServer
+
+_TURN = re.compile(r"<user>\n(.*?)\n</user>\n<assistant>\n(.*?)\n</assistant>", re.DOTALL)
+_CRITERIA = re.compile(r"<criteria>\n(.*?)</criteria>", re.DOTALL)
+
+
+def judged_turn(prompt: str) -> tuple[str, str]:
+    """The (query, answer) of the turn a judge prompt asks about: the last quoted turn."""
+    return _TURN.findall(prompt)[-1]
+
+
+def criteria_ids(prompt: str) -> list[str]:
+    block = _CRITERIA.search(prompt).group(1)
+    return [line.split(".", 1)[0] for line in block.splitlines() if line.strip()]
+
+
+def _last_user(request: dict[str, Any]) -> str:
+    return [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
+
+
+def replay_model(answers: dict[str, str]) -> Callable[[dict[str, Any]], str]:
+    return lambda request: answers[_last_user(request)]
+
+
+def replay_judge(verdicts: dict[tuple[str, str], dict[str, str]]) -> Callable[[dict[str, Any]], str]:
+    styles = itertools.cycle(range(3))
+
+    def handle(request: dict[str, Any]) -> str:
+        recorded = verdicts.get(judged_turn(request["messages"][0]["content"]))
+        if recorded is None:
+            return "I cannot judge this turn."
+        style = next(styles)
+        if style == 0:
+            return "```json\n" + json.dumps({"评判理由": "ok", "评判结果": recorded}, ensure_ascii=False) + "\n```"
+        if style == 1:
+            return "'''json\n" + json.dumps({"评判理由": "ok", "评判结果": recorded}, ensure_ascii=False) + "\n'''"
+        body = ", ".join(f'{k}: "{v}"' for k, v in recorded.items())
+        return f'判断如下：{{"评判理由": "ok", "评判结果": {{{body}}}}}'
+
+    return handle
+
+
+def follow_all(request: dict[str, Any]) -> str:
+    prompt = request["messages"][0]["content"]
+    if not _CRITERIA.search(prompt):
+        return "ok"  # not a judge prompt (the benchmark's client-only baseline)
+    ids = criteria_ids(prompt)
+    return json.dumps({"评判理由": "all followed", "评判结果": {i: "是" for i in ids}}, ensure_ascii=False)
+
+
+def echo_model(request: dict[str, Any]) -> str:
+    return f"answer: {_last_user(request)}"
+
+
+def main(kind: str, delay_s: float = 0.0) -> None:
+    handler = {"judge": follow_all, "model": echo_model}[kind]
+    with ScriptedServer(handler=handler, delay_s=float(delay_s), log_requests=False) as server:
+        print(f"PORT {server.port}", flush=True)
+        while True:
+            time.sleep(3600)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
