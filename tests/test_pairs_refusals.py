@@ -43,15 +43,15 @@ def refused(tmp_path: Path, cli: str, *args: str) -> str:
     [
         (
             ["--dataset_name=../../x"],
-            "--dataset_name: expected a plain file name without directories, got '../../x'",
+            "--dataset_name: expected a plain name, got '../../x'",
         ),
-        (["--dataset_name=a/b"], "--dataset_name: expected a plain file name without directories, got 'a/b'"),
-        (["--min_margin=abc"], "--min_margin: expected a whole number, got 'abc'"),
-        (["--max_margin=1.5"], "--max_margin: expected a whole number, got 1.5"),
+        (["--dataset_name=a/b"], "--dataset_name: expected a plain name, got 'a/b'"),
+        (["--min_margin=abc"], "--min_margin: expected an integer, got 'abc'"),
+        (["--max_margin=1.5"], "--max_margin: expected an integer, got 1.5"),
         (["--max_margin=-1"], "--max_margin: expected at least 0, got -1"),
         (["--min_margin=3", "--max_margin=2"], "--min_margin: 3 is above --max_margin=2"),
         (["--max_pairs=0"], "--max_pairs: expected at least 1, got 0"),
-        (["--seed=x"], "--seed: expected a whole number, got 'x'"),
+        (["--seed=x"], "--seed: expected an integer, got 'x'"),
         (["--prompt_constraints=some"], "--prompt_constraints: expected triggered or all, got 'some'"),
         (["--non_reversible=keep"], "--non_reversible: expected drop or skip, got 'keep'"),
         (
@@ -67,7 +67,7 @@ def test_rpo_flag_values(tmp_path: Path, args: list[str], message: str) -> None:
 
 def test_kto_and_stats_flag_values(tmp_path: Path) -> None:
     assert refused(tmp_path, "kto_data_construction", f"--detail_path={DEMO}", "--dataset_name=..") == (
-        "error: --dataset_name: expected a plain file name without directories, got '..'"
+        "error: --dataset_name: expected a plain name, got '..'"
     )
     assert refused(tmp_path, "data_stats", f"--detail_path={DEMO}", "--non_reversible=keep") == (
         "error: --non_reversible: expected drop or skip, got 'keep'"

@@ -10,9 +10,9 @@ the lowest-scoring one undesirable under a prompt without those it followed.
 from __future__ import annotations
 
 import fire
+from rpo.utils.cli import warn_workers_ignored
 from rpo.utils.io import exit_on_input_error
 from rpo.utils.pairs.build import build_kto_dataset
-from rpo.utils.pairs.options import warn_workers_ignored
 
 
 @exit_on_input_error

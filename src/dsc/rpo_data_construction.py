@@ -16,9 +16,9 @@ paper Table 2's three datasets of equal size, margin >= 3, = 2 and = 1 (`{datase
 from __future__ import annotations
 
 import fire
+from rpo.utils.cli import warn_workers_ignored
 from rpo.utils.io import InputError, exit_on_input_error
 from rpo.utils.pairs.build import build_rpo_dataset, build_rpo_gap_buckets
-from rpo.utils.pairs.options import warn_workers_ignored
 
 
 @exit_on_input_error

@@ -17,6 +17,7 @@ import fire
 from rpo.utils.io import InputError
 
 T = TypeVar("T")
+C = TypeVar("C", bound=str)
 
 
 def integer(flag: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -54,10 +55,18 @@ def switch(flag: str, value: Any) -> bool:
 
 
 def name(flag: str, value: Any) -> str:
-    """A non-empty name that is safe as a file name (a dataset name, a role)."""
-    if not isinstance(value, str) or not value.strip() or "/" in value or value in {".", ".."}:
+    """A plain file stem (a dataset name, a role): it names `{dir}/{name}.json` and nothing elsewhere."""
+    text = value if isinstance(value, str) else ""
+    if not text.strip() or text in {".", ".."} or Path(text).name != text or "\\" in text or not text.isprintable():
         raise InputError(f"--{flag}: expected a plain name, got {value!r}")
-    return value
+    return text
+
+
+def choice(flag: str, value: Any, choices: tuple[C, ...]) -> C:
+    """One of `choices`, named in the refusal."""
+    if value not in choices:
+        raise InputError(f"--{flag}: expected {' or '.join(choices)}, got {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def output_file(flag: str, value: Any) -> Path:
@@ -137,3 +146,11 @@ def run(main: Callable[..., Any] | dict[str, Callable[..., Any]]) -> None:
         target = f"{err.filename}: " if err.filename else ""
         print(f"error: {target}{err.strerror or err}", file=sys.stderr)
         sys.exit(2)
+
+
+def warn_workers_ignored(workers: Any) -> None:
+    """`--workers` chose how many processes encoded a large detail file; construction now streams in
+    one process (faster than the released algorithm by itself), so the flag is accepted and ignored."""
+    if workers is not None:
+        print("note: --workers is no longer needed (pair construction runs in one process); ignored",
+              file=sys.stderr)

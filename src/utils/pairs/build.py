@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rpo.utils import cli
 from rpo.utils.io import InputError, JsonArrayWriter, update_dataset_info
-from rpo.utils.pairs import options
 from rpo.utils.pairs.records import (
     Record,
     dpo_gaps,
@@ -134,9 +134,9 @@ def _rpo_options(
     dataset_name: str, non_reversible: str, prompt_constraints: str
 ) -> tuple[str, NonReversible, PromptConstraints]:
     return (
-        options.dataset_name(dataset_name),
-        options.choice("non_reversible", non_reversible, ("drop", "skip")),
-        options.choice("prompt_constraints", prompt_constraints, ("triggered", "all")),
+        cli.name("dataset_name", dataset_name),
+        cli.choice("non_reversible", non_reversible, ("drop", "skip")),
+        cli.choice("prompt_constraints", prompt_constraints, ("triggered", "all")),
     )
 
 
@@ -188,7 +188,7 @@ def build_dpo_dataset(
     The selection options are `build_rpo_dataset`'s, with a pair's gap being how many more
     constraints its chosen follows.
     """
-    name = options.dataset_name(dataset_name)
+    name = cli.name("dataset_name", dataset_name)
     selection = _planned(
         Selection.from_flags(min_margin, max_margin, max_pairs, seed),
         detail_path,
@@ -213,7 +213,7 @@ def build_kto_dataset(
     dataset_name: str = "kto",
 ) -> KtoCounts:
     """Build the KTO dataset (a `kto_tag` column, not ranking) and register it."""
-    name = options.dataset_name(dataset_name)
+    name = cli.name("dataset_name", dataset_name)
     counts = KtoCounts()
     _write(detail_path, output_dir, name, KTO_ENTRY, counts, lambda session: kto_records(session, counts))
     return counts

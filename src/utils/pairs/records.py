@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rpo.utils import cli
 from rpo.utils.io import read_jsonl
-from rpo.utils.pairs import options
 from rpo.utils.pairs.rule import (
     Follows,
     NonReversible,
@@ -246,7 +246,7 @@ def kto_records(session: SessionDetail, counts: KtoCounts) -> Iterator[Record]:
 
 def detail_stats(detail_path: str | Path, non_reversible: str = "drop") -> RpoCounts:
     """Counts, margins and Table 4 rates of a detail file's RPO pairs, without writing a dataset."""
-    mode: NonReversible = options.choice("non_reversible", non_reversible, ("drop", "skip"))
+    mode: NonReversible = cli.choice("non_reversible", non_reversible, ("drop", "skip"))
     counts = RpoCounts()
     for session in read_sessions(detail_path):
         for _ in rpo_gaps(session, counts, mode):

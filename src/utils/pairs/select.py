@@ -12,8 +12,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+from rpo.utils import cli
 from rpo.utils.io import InputError
-from rpo.utils.pairs import options
 
 
 @dataclass
@@ -38,12 +38,12 @@ class Selection:
     def from_flags(
         cls, min_margin: object = None, max_margin: object = None, max_pairs: object = None, seed: object = 0
     ) -> Selection:
-        low = None if min_margin is None else options.whole_number("min_margin", min_margin, 0)
-        high = None if max_margin is None else options.whole_number("max_margin", max_margin, 0)
+        low = None if min_margin is None else cli.integer("min_margin", min_margin, minimum=0)
+        high = None if max_margin is None else cli.integer("max_margin", max_margin, minimum=0)
         if low is not None and high is not None and low > high:
             raise InputError(f"--min_margin: {low} is above --max_margin={high}")
-        size = None if max_pairs is None else options.whole_number("max_pairs", max_pairs, 1)
-        return cls(low, high, size, options.whole_number("seed", seed, 0))
+        size = None if max_pairs is None else cli.integer("max_pairs", max_pairs, minimum=1)
+        return cls(low, high, size, cli.integer("seed", seed, minimum=0))
 
     @property
     def samples(self) -> bool:
