@@ -111,7 +111,7 @@ def score(data: str, responses: str, json: bool = False, bootstrap_rounds: int =
 async def answer_rows(client: LLMClient, rows: list[Row], path: Path, concurrency: int) -> dict[tuple[str, int], str]:
     """Answer every step not already in `path`, each row's steps in one conversation; all answers."""
     with JsonlAppender(path) as sink:
-        records = list(read_jsonl(path, StepResponse))
+        records = list(read_jsonl(path, StepResponse, allow_empty=True))
         model = client.config.role(RESPONSE_ROLE).model
         refuse_other_models(path, {r.model for r in records}, model)
         answered = {(r.key, r.step): r.response for r in records}

@@ -226,7 +226,7 @@ def load_judged(path: str | Path) -> list[list[JudgedTurn]]:
     if path.is_dir():
         path = path / "judgments.jsonl"
     if path.suffix == ".jsonl":
-        dialogues = group_turns(read_jsonl(path, JudgedTurn))
+        dialogues = group_turns(read_jsonl(path, JudgedTurn, allow_empty=True))
         if not dialogues:
             raise InputError(f"{path}: no judged turns")
         return dialogues

@@ -42,7 +42,7 @@ class ResponseRecord(BaseModel):
 
 
 def _by_key(path: Path, model: type[BaseModel]) -> dict:
-    return {(r.system_id, r.turn): r for r in read_jsonl(path, model)} if path.exists() else {}
+    return {(r.system_id, r.turn): r for r in read_jsonl(path, model, allow_empty=True)} if path.exists() else {}
 
 
 async def run_sysbench(client: LLMClient, dialogues: list[Dialogue], out: Path, settings: RunSettings,

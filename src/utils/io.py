@@ -93,11 +93,14 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise InputError(f"{path}: line {lineno + 1}: cannot read ({reason})") from None
 
 
-def read_jsonl(path: str | Path, model: type[T], unique: str | None = None) -> Iterator[T]:
+def read_jsonl(
+    path: str | Path, model: type[T], unique: str | None = None, allow_empty: bool = False
+) -> Iterator[T]:
     """Stream validated records from a JSONL(.gz) file; blank lines are skipped.
 
-    A file without records is refused (a stage that reads nothing builds nothing); with `unique`,
-    so is a repeated value of that field (two records for one id would double its data).
+    An input without records is refused (a stage that reads nothing builds nothing) unless
+    `allow_empty` (a run's own output, read back to resume); with `unique`, a repeated value of
+    that field is refused too (two records for one id would double its data).
     """
     first_seen: dict[Any, int] = {}
     for lineno, line in iter_lines(path):
@@ -113,7 +116,7 @@ def read_jsonl(path: str | Path, model: type[T], unique: str | None = None) -> I
         elif not first_seen:
             first_seen[None] = lineno
         yield record
-    if not first_seen:
+    if not first_seen and not allow_empty:
         raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
 
 
