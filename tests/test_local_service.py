@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import yaml
 from rpo.utils.llm.client import LLMClient
@@ -238,7 +238,7 @@ def test_llamafactory_api_serves_base_plus_lora_adapter(tmp_path):
         assert state["adapter"] == str(adapter) and state["adapter_model_name"] == "tuned"
         config = yaml.safe_load(Path(state["config_path"]).read_text())
         assert config["adapter_name_or_path"] == str(adapter) and config["finetuning_type"] == "lora"
-        reply = httpx.post(f"{service.base_url}/chat/completions", timeout=120, json={
+        reply = httpx2.post(f"{service.base_url}/chat/completions", timeout=120, json={
             "model": "tuned", "max_tokens": 4, "messages": [{"role": "user", "content": "Hello there"}],
         })
         assert reply.status_code == 200, reply.text

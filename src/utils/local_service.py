@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import fire
-import httpx
+import httpx2
 import yaml
 from pydantic import BaseModel
 from rpo.utils.io import InputError, atomic_write
@@ -152,8 +152,8 @@ def find_executable(name: str, search_path: str | None = None) -> str | None:
 def is_healthy(base_url: str, timeout_s: float = 2.0) -> bool:
     """Whether `GET {base_url}/models` answers 200."""
     try:
-        return httpx.get(f"{base_url}/models", timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
+        return httpx2.get(f"{base_url}/models", timeout=timeout_s).status_code == 200
+    except httpx2.HTTPError:
         return False
 
 
