@@ -205,4 +205,5 @@ def test_resuming_with_another_model_is_refused(tmp_path, replay_servers):
     args = [a.replace("--model=policy", "--model=other") for a in _run_args(out, model.base_url, judge.base_url)]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: {out / 'responses.jsonl'}: holds records of policy, not other: use another --output_dir"
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {out / 'responses.jsonl'}: holds records of policy, not other: use another --output_dir"]

@@ -25,7 +25,12 @@ def _by_type(dialogues: list[list[JudgedTurn]]) -> dict[str, float]:
 
 
 def sysbench_metrics(dialogues: list[list[JudgedTurn]], rounds: int = 1000) -> dict[str, Any]:
-    """The metrics object of `metrics.json` and `score --json` (fractions in [0, 1])."""
+    """The metrics object of `metrics.json` and `score --json` (fractions in [0, 1]).
+
+    Dialogues are taken in `system_id` order, so the bootstrap intervals do not depend on the order
+    in which a run happened to finish them (a run and `score` of its output agree to the digit).
+    """
+    dialogues = sorted(dialogues, key=lambda dialogue: str(dialogue[0].system_id))
     sessions = sessions_of(dialogues)
     turns = [turn for dialogue in dialogues for turn in dialogue]
     max_turn = max(turn.turn for turn in turns)
