@@ -164,15 +164,13 @@ def test_kill_and_resume_loses_and_repeats_nothing(tmp_path):
 
 
 def test_second_run_on_the_same_directory_is_refused(tmp_path):
-    import fcntl
+    from rpo.utils.io import output_lock
 
     out = tmp_path / "run"
-    out.mkdir()
-    with open(out / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with output_lock(out):
         done = subprocess.run(_run_args(out, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
                               capture_output=True, text=True, check=False)
-    assert done.returncode == 2 and "another run is writing to this directory" in done.stderr
+    assert done.returncode == 2 and "another run is writing this output" in done.stderr
 
 
 def test_tiny_model_served_by_llamafactory_answers_end_to_end(tmp_path):

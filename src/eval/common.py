@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import fcntl
+import asyncio
 import json
-import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from rpo.utils.io import InputError
+from rpo.utils.io import InputError, output_lock
+from rpo.utils.llm.client import LLMClient, LLMError
 from rpo.utils.llm.config import PipelineConfig
+
+T = TypeVar("T")
 
 ROLE_FLAGS = ("model", "base_url", "api_key_env", "temperature", "max_tokens")
 
@@ -60,18 +63,29 @@ def refuse_other_models(path: Path, recorded: set[Any], model: str) -> None:
 
 @contextmanager
 def exclusive_output(output_dir: str | Path) -> Iterator[Path]:
-    """Hold an exclusive lock on an output directory: two runs never append to the same files."""
+    """Hold the output lock of a run directory: two runs never append to the same files."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(output_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{output_dir}: another run is writing to this directory") from None
+    with output_lock(output_dir):
         yield output_dir
-    finally:
-        os.close(fd)
+
+
+def run_calls(pipeline: PipelineConfig, work: Callable[[LLMClient], Awaitable[T]], resume_hint: str) -> T:
+    """Run `work` with one client and print its usage table whatever happens; a request that failed
+    for good ends the command with one line and exit 1 (what was written is kept for the resume)."""
+
+    async def go() -> T:
+        async with LLMClient(pipeline) as client:
+            try:
+                return await work(client)
+            finally:
+                print(client.usage_table(), file=sys.stderr)
+
+    try:
+        return asyncio.run(go())
+    except LLMError as err:
+        print(f"error: {err} ({resume_hint})", file=sys.stderr)
+        sys.exit(1)
 
 
 def print_json(obj: Any) -> None:

@@ -12,7 +12,6 @@ table. `score` also takes IFEval's own files (`input_data.jsonl` + a `{prompt, r
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,14 @@ from rpo.eval.common import (
     pct_ci,
     print_json,
     refuse_other_models,
+    run_calls,
     table,
 )
 from rpo.eval.ifeval import IFResult, check_response, step_accuracies, unsupported_counts
 from rpo.eval.metrics import bootstrap_ci95
 from rpo.eval.multi_if_data import Row, load_responses, load_rows
 from rpo.utils.io import JsonlAppender, exit_on_input_error, read_jsonl, write_json
-from rpo.utils.llm.client import LLMClient, LLMError
+from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.concurrency import bounded_map
 
 RESPONSE_ROLE = "response"
@@ -158,18 +158,11 @@ def run(
             out / "cache",
         )
 
-        async def go() -> dict[tuple[str, int], str]:
-            async with LLMClient(pipeline) as client:
-                try:
-                    return await answer_rows(client, rows, out / "responses.jsonl", pipeline.concurrency)
-                finally:
-                    print(client.usage_table(), file=sys.stderr)
-
-        try:
-            answers = asyncio.run(go())
-        except LLMError as err:
-            print(f"error: {err} (what was answered is kept: rerun the same command to resume)", file=sys.stderr)
-            sys.exit(1)
+        answers = run_calls(
+            pipeline,
+            lambda client: answer_rows(client, rows, out / "responses.jsonl", pipeline.concurrency),
+            "what was answered is kept: rerun the same command to resume",
+        )
         metrics = multi_if_metrics(rows, answers)
         write_json(out / "metrics.json", metrics)
     _report_unsupported(metrics)

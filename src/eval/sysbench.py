@@ -12,18 +12,16 @@ dialogues with `eval_results`), so runs made with SysBench's scripts score the s
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import fire
-from rpo.eval.common import build_config, exclusive_output, print_json
+from rpo.eval.common import build_config, exclusive_output, print_json, run_calls
 from rpo.eval.sysbench_agree import agree_report, format_agreement, rejudge
 from rpo.eval.sysbench_data import load_dialogues, load_judged
 from rpo.eval.sysbench_metrics import format_report, sysbench_metrics
 from rpo.eval.sysbench_run import HISTORIES, RunSettings, run_sysbench
 from rpo.utils.io import InputError, exit_on_input_error, write_json
-from rpo.utils.llm.client import LLMClient, LLMError
 
 
 @exit_on_input_error
@@ -77,19 +75,11 @@ def run(
         )
         settings = RunSettings(history=history, lang=lang, judge_attempts=judge_attempts)
 
-        async def go() -> tuple:
-            async with LLMClient(pipeline) as client:
-                try:
-                    judged = await run_sysbench(client, dialogues, out, settings, pipeline.concurrency)
-                finally:
-                    print(client.usage_table(), file=sys.stderr)
-            return judged
-
-        try:
-            judged = asyncio.run(go())
-        except LLMError as err:
-            print(f"error: {err} (what was answered is kept: rerun the same command to resume)", file=sys.stderr)
-            sys.exit(1)
+        judged = run_calls(
+            pipeline,
+            lambda client: run_sysbench(client, dialogues, out, settings, pipeline.concurrency),
+            "what was answered is kept: rerun the same command to resume",
+        )
         metrics = sysbench_metrics(judged)
         write_json(out / "metrics.json", metrics)
     print(format_report(metrics))
@@ -124,19 +114,12 @@ def agree(
             out / "cache",
         )
 
-        async def go() -> list:
-            async with LLMClient(pipeline) as client:
-                try:
-                    return await rejudge(client, eval_file, recorded, out, lang, judge_attempts,
-                                         pipeline.concurrency, quiet=json)
-                finally:
-                    print(client.usage_table(), file=sys.stderr)
-
-        try:
-            new = asyncio.run(go())
-        except LLMError as err:
-            print(f"error: {err} (rerun the same command to resume)", file=sys.stderr)
-            sys.exit(1)
+        new = run_calls(
+            pipeline,
+            lambda client: rejudge(client, eval_file, recorded, out, lang, judge_attempts, pipeline.concurrency,
+                                   quiet=json),
+            "rerun the same command to resume",
+        )
         report = agree_report(recorded, new)
         write_json(out / "agreement.json", report)
     if json:

@@ -27,7 +27,7 @@ class ProfileCore(_Record):
 
 
 class SystemProfile(ProfileCore):
-    """A SysBank record in normalised form (SPEC §4.1)."""
+    """A SysBank record in normalised form."""
 
     id: str
     source: str = ""
@@ -123,7 +123,7 @@ class Message(BaseModel):
 
 
 class PreferenceRecord(_Record):
-    """One LLaMA-Factory sharegpt ranking example (SPEC §4.3)."""
+    """One LLaMA-Factory sharegpt ranking example."""
 
     conversations: list[Message]
     chosen: Message

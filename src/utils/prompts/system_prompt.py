@@ -1,4 +1,4 @@
-"""The one way a profile becomes a system prompt (SPEC §4.3).
+"""The one way a profile becomes a system prompt.
 
 Every stage (self-play, sampling, pair construction, evaluation) renders prompts here, so a model is
 trained and evaluated on exactly the prompt layout it was sampled with. Pair construction passes its
