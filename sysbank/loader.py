@@ -9,17 +9,15 @@ naming file, line and field: nothing is silently dropped.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from rpo.utils.io import InputError, describe_validation_error
+from rpo.utils.io import InputError, describe_validation_error, iter_lines
 from rpo.utils.schema import SystemProfile
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "sample.jsonl"
@@ -281,35 +279,12 @@ def _records(path: Path) -> Iterator[tuple[SystemProfile, Location, str]]:
     or a wrong path far more often than a corpus.
     """
     records = 0
-    for lineno, line in _lines(path):
+    for lineno, line in iter_lines(path):
         profile, id_key = _parse_line(line, path, lineno)
         records += 1
         yield profile, Location(str(path), lineno), id_key
     if not records:
         raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """The numbered non-blank lines of a UTF-8 (optionally gzipped) file, a leading BOM dropped.
-
-    Lines are decoded one by one so that a bad byte is reported with its line; unreadable files
-    and corrupt gzip data become one-line `InputError`s.
-    """
-    lineno = 0
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise InputError(f"{path}: line {lineno}: not valid UTF-8 (byte {err.start + 1})") from None
-                if lineno == 1:
-                    line = line.lstrip("\ufeff")
-                if line.strip():
-                    yield lineno, line
-    except (OSError, EOFError, zlib.error) as err:
-        reason = (err.strerror if isinstance(err, OSError) else None) or str(err) or type(err).__name__
-        raise InputError(f"{path}: line {lineno + 1}: cannot read ({reason})") from None
 
 
 def _parse_line(line: str, path: Path, lineno: int) -> tuple[SystemProfile, str]:
