@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-import fire
+from rpo.utils import cli
 from rpo.utils.io import exit_on_input_error
 from rpo.utils.pairs.records import detail_stats
 from rpo.utils.pairs.stats import length_percentiles
@@ -32,4 +32,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -9,7 +9,7 @@ the lowest-scoring one undesirable under a prompt without those it followed.
 
 from __future__ import annotations
 
-import fire
+from rpo.utils import cli
 from rpo.utils.cli import warn_workers_ignored
 from rpo.utils.io import exit_on_input_error
 from rpo.utils.pairs.build import build_kto_dataset
@@ -28,4 +28,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -15,7 +15,7 @@ paper Table 2's three datasets of equal size, margin >= 3, = 2 and = 1 (`{datase
 
 from __future__ import annotations
 
-import fire
+from rpo.utils import cli
 from rpo.utils.cli import warn_workers_ignored
 from rpo.utils.io import InputError, exit_on_input_error
 from rpo.utils.pairs.build import build_rpo_dataset, build_rpo_gap_buckets
@@ -63,4 +63,4 @@ def main(
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import fire
 from rpo.eval.common import pct_ci, print_json, table
+from rpo.utils import cli
 from rpo.utils.io import InputError, exit_on_input_error
 
 SYSBENCH_METRICS = ("CSR", "ISR", "SSR")
@@ -148,4 +148,4 @@ def main(*run_dirs: str, figure: str = DEFAULT_FIGURE, json: bool = False) -> No
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

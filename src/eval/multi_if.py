@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import fire
 from pydantic import BaseModel
 from rpo.eval.common import (
     build_config,
@@ -31,6 +30,7 @@ from rpo.eval.common import (
 from rpo.eval.ifeval import IFResult, check_response, step_accuracies, unsupported_counts
 from rpo.eval.metrics import bootstrap_ci95
 from rpo.eval.multi_if_data import Row, load_responses, load_rows
+from rpo.utils import cli
 from rpo.utils.io import JsonlAppender, exit_on_input_error, read_jsonl, write_json
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.concurrency import bounded_map
@@ -170,4 +170,4 @@ def run(
 
 
 if __name__ == "__main__":
-    fire.Fire({"run": run, "score": score})
+    cli.run({"run": run, "score": score})

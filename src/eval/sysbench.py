@@ -15,12 +15,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import fire
 from rpo.eval.common import build_config, exclusive_output, print_json, run_calls
 from rpo.eval.sysbench_agree import agree_report, format_agreement, rejudge
 from rpo.eval.sysbench_data import load_dialogues, load_judged
 from rpo.eval.sysbench_metrics import format_report, sysbench_metrics
 from rpo.eval.sysbench_run import HISTORIES, RunSettings, run_sysbench
+from rpo.utils import cli
 from rpo.utils.io import InputError, exit_on_input_error, write_json
 
 
@@ -129,4 +129,4 @@ def agree(
 
 
 if __name__ == "__main__":
-    fire.Fire({"run": run, "score": score, "agree": agree})
+    cli.run({"run": run, "score": score, "agree": agree})
