@@ -240,6 +240,8 @@ def test_request_carries_role_settings_and_overrides(server):
     assert body["model"] == "other-model" and body["n"] == 2 and body["messages"] == MESSAGES
     assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.7, 0.9, 8)
     assert body["top_k"] == 20 and body["stop"] == ["\n"]
+    # messages travel in extra_body (no SDK transform walk): one copy, nothing else added
+    assert set(body) == {"model", "messages", "n", "temperature", "top_p", "max_tokens", "top_k", "stop"}
 
 
 def test_usage_counts_tokens_and_cost(server):

@@ -390,8 +390,13 @@ class LLMClient:
             endpoint = self._pick(plan)
             endpoint.in_flight += 1
             try:
+                # The SDK walks every message through the union of its message types before sending,
+                # which renames nothing in a chat message and costs ~0.4 ms of CPU for a five-turn
+                # history (benchmarks/eval_throughput.py); `extra_body`, which takes precedence over the
+                # typed fields, sends the same JSON without the walk.
+                extra_body = {**plan.arguments.get("extra_body", {}), "messages": messages}
                 completion = await endpoint.sdk.chat.completions.create(
-                    messages=messages, n=n, timeout=plan.timeout_s, **plan.arguments  # type: ignore[arg-type]
+                    **{**plan.arguments, "messages": [], "n": n, "timeout": plan.timeout_s, "extra_body": extra_body}
                 )
             except json.JSONDecodeError as err:
                 raise _MalformedResponse(f"malformed response from {endpoint.url}: {err}") from None
