@@ -102,3 +102,16 @@ def test_a_lone_surrogate_is_named_with_its_record(tmp_path: Path) -> None:
     assert refused(tmp_path, "rpo_data_construction", f"--detail_path={detail}") == (
         f"error: {detail}: record demo_trailhead: a text holds a lone surrogate escape, not valid UTF-8"
     )
+
+
+@pytest.mark.parametrize("cli,what", [("rpo_data_construction", "RPO"), ("kto_data_construction", "KTO")])
+def test_a_build_without_records_says_so_and_exits_1(tmp_path: Path, cli: str, what: str) -> None:
+    session = json.loads(DEMO.read_text(encoding="utf-8").splitlines()[0])
+    for turn in session["turns"]:  # every sample judged alike: no pair, no score gap
+        turn["samples"] = [dict(sample, follows=turn["samples"][0]["follows"]) for sample in turn["samples"]]
+    detail = tmp_path / "alike.jsonl"
+    detail.write_text(json.dumps(session) + "\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(CLIS[cli]), f"--detail_path={detail}", f"--output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [f"error: nothing built ({what} records: 0)"]
+    assert "records" in proc.stdout  # the summary still says what was read

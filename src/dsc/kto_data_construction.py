@@ -4,7 +4,8 @@
         [--output_dir=data] [--dataset_name=kto]
 
 Per turn, the highest-scoring sample is desirable under a prompt without the constraints it failed,
-the lowest-scoring one undesirable under a prompt without those it followed.
+the lowest-scoring one undesirable under a prompt without those it followed. Exits 1 when no
+record was built.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def main(
 ) -> None:
     """Build and register the KTO dataset, then print its summary."""
     warn_workers_ignored(workers)
-    print(build_kto_dataset(detail_path, output_dir, dataset_name).summary())
+    counts = build_kto_dataset(detail_path, output_dir, dataset_name)
+    print(counts.summary())
+    cli.conclude("KTO records", counts.pairs)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 
 Writes `{output_dir}/{dataset_name}.json`, registers it in `{output_dir}/dataset_info.json` with its
 margin column, and prints what was built: counts, margin histogram, non-reversible constraint counts
-and the paper's Table 4 rates for direct vs reversed pairing. `--min_margin`, `--max_margin` and
+and the paper's Table 4 rates for direct vs reversed pairing; exits 1 when no record was built. `--min_margin`, `--max_margin` and
 `--max_pairs` (a sample drawn with `--seed`) select among the pairs; `--gap_buckets` writes instead
 paper Table 2's three datasets of equal size, margin >= 3, = 2 and = 1 (`{dataset_name}_gap_ge3`,
 `_gap_2`, `_gap_1`). Only light modules are imported.
@@ -60,6 +60,7 @@ def main(
             seed,
         )
     print(counts.summary())
+    cli.conclude("RPO records", counts.pairs)
 
 
 if __name__ == "__main__":
