@@ -12,119 +12,40 @@ a figure and a printed table.
 from __future__ import annotations
 
 import asyncio
-import random
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import fire
-from rpo.demo.constraints import parse
 from rpo.demo.evaluation import HISTORIES, evaluate
-from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, RuleTriggerSelector, WorldUserSimulator
+from rpo.demo.pipeline import (
+    EVAL_STREAM,
+    FULL,
+    QUICK,
+    Budget,
+    build_world,
+    held_out_sessions,
+    sample_detail,
+    sample_profiles,
+    self_play_sessions,
+    train_base,
+    world_profiles,
+)
 from rpo.demo.training import train
-from rpo.demo.world import ResponseWriter, make_profile, make_query
 from rpo.eval.metrics import Session, bootstrap_ci95, score
-from rpo.utils.io import JsonArrayWriter, update_dataset_info, write_json
+from rpo.utils.io import write_json
 from rpo.utils.pairs.build import build_dpo_dataset, build_rpo_dataset
-from rpo.utils.prompts.system_prompt import render_system_prompt
-from rpo.utils.schema import ProfileCore, SelfPlaySession
-from rpo.utils.stages.sampling import sample_sessions
-from rpo.utils.stages.selfplay import self_play
-from rpo.utils.tiny_model import build_tiny_model
 from tqdm import tqdm
+
+__all__ = ["EVAL_STREAM", "QUICK", "QUICK_NOTE", "main", "self_play_sessions", "world_profiles"]
 
 FIGURE = Path("img/demo_results.png")
 METHODS = ("base", "dpo", "rpo")
 METRIC_NAMES = ("CSR", "ISR", "SSR")
 QUICK_NOTE = ("QUICK mode is a smoke test: toy sizes and a few training steps, so these numbers mean "
               "nothing (equal metrics for base, DPO and RPO are expected); run `make demo` for a measurement.")
-# Held-out profile streams do not depend on the training seed: every seed is scored on the same set.
-EVAL_STREAM, DEV_STREAM = 1_000_003, 2_000_003
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Sizes and training budget. Chosen on the dev split (`--split dev`), never on eval."""
-
-    sft_profiles: int = 1200
-    sample_profiles: int = 160
-    eval_profiles: int = 100
-    turns: int = 3
-    min_constraints: int = 3
-    max_constraints: int = 5
-    follow_prob: float = 0.7
-    sft_epochs: float = 12.0
-    pref_steps: int = 120
-    pref_lr: float = 1.0e-4
-    rpo_gamma: float = 0.05  # RPO only (`--rpo_gamma 0` is DPO on the reversed pairs)
-    samples_per_turn: int = 5
-    hidden: int = 128
-    layers: int = 4
-    vocab: int = 1024
-    log_steps: int = 10  # trainer log (loss, RPO margin) every this many steps
-    max_new_tokens: int = 64  # per reply, sampled or greedy
-
-
-FULL = Budget()
-# A smoke test of every stage: as small as the stages allow, nothing measured.
-QUICK = Budget(sft_profiles=120, sample_profiles=20, eval_profiles=12, sft_epochs=1.0, pref_steps=6,
-               hidden=64, layers=2, vocab=512, log_steps=2, max_new_tokens=32)
-
-
-def world_profiles(stream: int, count: int, prefix: str, budget: Budget) -> list[ProfileCore]:
-    rng = random.Random(stream)
-    return [
-        make_profile(rng, i, f"{prefix}-{i}", budget.min_constraints, budget.max_constraints) for i in range(count)
-    ]
-
-
-def sft_dataset(profiles: list[ProfileCore], seed: int, budget: Budget, data_dir: Path) -> None:
-    """Multi-turn demonstrations that follow each constraint only with probability `follow_prob`."""
-    rng = random.Random(seed)
-    writer = ResponseWriter(rng)
-    with JsonArrayWriter(data_dir / "demo_sft.json") as out:
-        for profile in profiles:
-            constraints = [parse(text) for text in profile.constraints]
-            conversation = [{"from": "system", "value": render_system_prompt(profile)}]
-            for _ in range(budget.turns):
-                query = make_query(rng, profile)
-                target = [rng.random() < budget.follow_prob for _ in constraints]
-                conversation += [
-                    {"from": "human", "value": query},
-                    {"from": "gpt", "value": writer.write(constraints, query, target)},
-                ]
-            out.write({"conversations": conversation})
-    update_dataset_info(data_dir, "demo_sft", {"file_name": "demo_sft.json", "formatting": "sharegpt"})
-
-
-def world_texts(profiles: list[ProfileCore], seed: int) -> list[str]:
-    """Text to train the tokenizer on: prompts, queries and both-way responses of the world."""
-    rng = random.Random(seed)
-    writer = ResponseWriter(rng)
-    texts = []
-    for profile in profiles:
-        constraints = [parse(t) for t in profile.constraints]
-        reversed_texts = [c.reverse().text for c in constraints if c.reverse() is not None]
-        query = make_query(rng, profile)
-        texts += [render_system_prompt(profile), query, "\n".join(reversed_texts)]
-        texts.append(writer.write(constraints, query, [rng.random() < 0.5 for _ in constraints]))
-    return texts
-
-
-async def self_play_sessions(profiles: list[ProfileCore], seed: int, turns: int) -> list[SelfPlaySession]:
-    """Self-play with the rule user, the oracle responder and the rule judge (references)."""
-    judge = RuleJudge()
-    sessions = []
-    for i, profile in enumerate(profiles):
-        sessions.append(
-            await self_play(
-                profile, WorldUserSimulator(seed * 100_000 + i), OracleResponder(seed * 100_000 + i), judge,
-                max_turns=turns, threshold=1.0, session_id=profile.id, lang="en", trigger=RuleTriggerSelector(),
-            )
-        )
-    return [s for s in sessions if s.turns]
 
 
 def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[str, float]) -> dict:
@@ -136,32 +57,18 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
         timings[stage] = timings.get(stage, 0.0) + round(time.monotonic() - started, 1)
         print(f"{prefix}: {stage} done in {time.monotonic() - started:.0f} s", flush=True)
 
-    work.mkdir(parents=True, exist_ok=True)
-    data_dir = work / "data"
-    data_dir.mkdir(exist_ok=True)
     started = time.monotonic()
-    sft_profiles = world_profiles(seed * 10 + 1, budget.sft_profiles, "sft", budget)
-    sample_profiles = world_profiles(seed * 10 + 2, budget.sample_profiles, "train", budget)
-    held_out = world_profiles(DEV_STREAM if split == "dev" else EVAL_STREAM, budget.eval_profiles, split, budget)
-    sft_dataset(sft_profiles, seed, budget, data_dir)
-    init = build_tiny_model(work / "models" / "init", texts=world_texts(sft_profiles[:400], seed),
-                            vocab_size=budget.vocab, hidden_size=budget.hidden, num_layers=budget.layers,
-                            intermediate_size=budget.hidden * 4, seed=seed)
+    init = build_world(seed, budget, work)
     lap("world", started)
 
     started = time.monotonic()
-    base = train("sft", work, "base", f"{prefix}: sft", model_name_or_path=str(init), dataset_dir=str(data_dir),
-                 num_train_epochs=budget.sft_epochs, logging_steps=budget.log_steps, seed=seed)
+    base = train_base(seed, budget, work, init, prefix)
     lap("sft", started)
 
     started = time.monotonic()
-    sessions = asyncio.run(self_play_sessions(sample_profiles, seed, budget.turns))
-    detail_path = work / "detail.jsonl"
-    detail_path.unlink(missing_ok=True)
-    policy = LocalPolicy(base, seed=seed, max_new_tokens=budget.max_new_tokens)
-    asyncio.run(sample_sessions(sessions, policy, RuleJudge(), RuleReverser(), n=budget.samples_per_turn,
-                                concurrency=64, output_path=detail_path, lang="en", desc=f"{prefix}: sampling",
-                                trigger=RuleTriggerSelector()))
+    sessions = asyncio.run(self_play_sessions(sample_profiles(seed, budget), seed, budget.turns))
+    detail_path = sample_detail(base, sessions, seed, budget, work / "detail.jsonl", prefix)
+    data_dir = work / "data"
     lap("sampling", started)
 
     started = time.monotonic()
@@ -181,8 +88,7 @@ def run_seed(seed: int, budget: Budget, work: Path, split: str, timings: dict[st
         lap(method, started)
 
     started = time.monotonic()
-    eval_sessions = asyncio.run(self_play_sessions(held_out, EVAL_STREAM if split == "eval" else DEV_STREAM,
-                                                   budget.turns))
+    eval_sessions = held_out_sessions(split, budget)
     judged = {}
     for method in tqdm(METHODS, desc=f"{prefix}: evaluation", unit="model"):
         judged[method] = evaluate(LocalPolicy(models[method], max_new_tokens=budget.max_new_tokens), eval_sessions)

@@ -55,10 +55,11 @@ class TrainerProgress:
             self.bar.close()
 
 
-def train(config: str, work: Path, name: str, desc: str, **overrides) -> Path:
+def train(config: str, work: Path, name: str, desc: str, threads: int | None = None, **overrides) -> Path:
     """`llamafactory-cli train` on a filled-in copy of `conf/demo/<config>.yaml`; returns the output dir.
 
     The whole output is written to `<work>/<name>.log`; a failed run raises with the log's tail.
+    `threads` caps PyTorch's CPU threads, so that several trainings can share the cores.
     """
     settings = yaml.safe_load((CONF / f"{config}.yaml").read_text())
     output_dir = work / "models" / name
@@ -66,6 +67,8 @@ def train(config: str, work: Path, name: str, desc: str, **overrides) -> Path:
     config_path = work / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DISABLE_VERSION_CHECK": "1"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     log_path = work / f"{name}.log"
     print(f"{desc}: llamafactory-cli train {config_path.name} (full output: {log_path})", flush=True)
     progress = TrainerProgress(desc)

@@ -16,8 +16,11 @@ unknown SSR and is left out of it (a failure before the gap still settles it).
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 from typing import Any, TypeVar
 
 Verdict = bool | None
@@ -89,3 +92,48 @@ def bootstrap_ci95(
         values.sort()
         ci[name] = [round(values[int(0.025 * rounds)], 4), round(values[int(0.975 * rounds) - 1], 4)]
     return ci
+
+
+Z95 = NormalDist().inv_cdf(0.975)
+
+
+def ratio_parts(session: Session, metric: str) -> tuple[float, float] | None:
+    """A session's share of a pooled metric, as (numerator, denominator); None when it has none.
+
+    CSR pools verdicts, ISR judged turns, SSR sessions whose streak is known (each weighs 1).
+    """
+    if metric == "CSR":
+        verdicts = [v for turn in session if turn is not None for v in turn]
+        return sum(v is True for v in verdicts), len(verdicts)
+    if metric == "ISR":
+        turns = [turn_followed(turn) for turn in session if turn is not None]
+        return sum(turns), len(turns)
+    if metric == "SSR":
+        run = streak(session) if session else None
+        return None if run is None else (run, 1)
+    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+
+
+def paired_difference(pairs: Sequence[tuple[Session, Session]], metric: str) -> dict[str, Any]:
+    """`metric` of the first system minus that of the second over the same units, with a 95% interval.
+
+    Each pair is one unit (a session, or a seed × session) answered by both systems, so the
+    interval reflects what the two have in common. Both metrics are pooled ratios Σx / Σn; by the
+    delta method a unit moves the difference by u = (x₁ − R₁n₁)/n̄₁ − (x₂ − R₂n₂)/n̄₂, and the interval
+    is the difference ± 1.96 · sd(u) / √N. Units where either system has no share (an unknown SSR)
+    are left out of that metric.
+    """
+    parts = [(ratio_parts(first, metric), ratio_parts(second, metric)) for first, second in pairs]
+    kept = [(a, b) for a, b in parts if a is not None and b is not None]
+    if not kept or not sum(a[1] for a, _ in kept) or not sum(b[1] for _, b in kept):
+        return {"diff": 0.0, "ci95": [0.0, 0.0], "units": len(kept)}
+    units = len(kept)
+    totals = [(sum(p[side][0] for p in kept), sum(p[side][1] for p in kept)) for side in (0, 1)]
+    rates = [x / n for x, n in totals]
+    mean_n = [n / units for _, n in totals]
+    influence = [
+        (a[0] - rates[0] * a[1]) / mean_n[0] - (b[0] - rates[1] * b[1]) / mean_n[1] for a, b in kept
+    ]
+    diff = rates[0] - rates[1]
+    half = Z95 * statistics.stdev(influence) / math.sqrt(units) if units > 1 else 0.0
+    return {"diff": round(diff, 4), "ci95": [round(diff - half, 4), round(diff + half, 4)], "units": units}
