@@ -1,0 +1,367 @@
+"""The paper's claims tested in the demo world: `python -m rpo.demo.experiments NAME [--seeds 0,1,2]`.
+
+NAME is one of `gap` (paper Table 2), `gamma` (Table 6), `methods` (Table 1's ordering), `prompt`
+(triggered vs all constraints in RPO prompts) and `online` (iterative RPO, the paper's future
+work). Every arm of a seed trains from the same cached base policy with the same steps, learning
+rate and seed, on data from the same preference samples, and is scored on the same held-out
+sessions; only the factor the experiment names changes. Each experiment writes
+`{output_dir}/NAME.json` (per seed and arm: CSR, ISR, SSR, training records; per arm: mean and sd
+over seeds, and the paired difference to the reference arm with a 95% interval over seeds × sessions),
+a figure (`img/experiment_NAME.png`; next to the JSON with `--quick`) and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from rpo.demo.arms import Arm, SeedParts, judged_result, result_path, run_arm, seed_parts, train_arm
+from rpo.demo.pipeline import FULL, QUICK, Budget, fingerprint, sample_detail
+from rpo.eval.metrics import METRICS, Session, paired_difference, score
+from rpo.utils import cli
+from rpo.utils.io import InputError, exit_on_input_error, output_lock, write_json
+from rpo.utils.pairs.build import build_rpo_dataset
+
+METRIC_NAMES = tuple(METRICS)
+QUICK_NOTE = "QUICK mode is a smoke test at toy size: these numbers mean nothing."
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Arms to train and compare; each claim `(better, worse)` reads "better beats worse"."""
+
+    name: str
+    question: str
+    arms: tuple[Arm, ...]
+    reference: str
+    claims: tuple[tuple[str, str], ...]
+
+
+BASE = Arm("base", "base")
+GAMMAS = (0.0, 0.05, 0.1, 0.2)
+EXPERIMENTS = {
+    experiment.name: experiment
+    for experiment in (
+        Experiment(
+            "gap", "paper Table 2: RPO on pairs with larger gaps trains better (equal-size sets)",
+            (BASE, Arm("g>=3", data="gap_ge3"), Arm("g=2", data="gap_2"), Arm("g=1", data="gap_1")),
+            reference="g=1", claims=(("g>=3", "g=1"), ("g=2", "g=1"), ("g>=3", "g=2")),
+        ),
+        Experiment(
+            "gamma", "paper Table 6: a small positive margin γ beats γ = 0 on the same RPO pairs",
+            (BASE, *(Arm(f"γ={gamma:g}", rpo_gamma=gamma) for gamma in GAMMAS)),
+            reference="γ=0", claims=tuple((f"γ={gamma:g}", "γ=0") for gamma in GAMMAS[1:]),
+        ),
+        Experiment(
+            "methods", "paper Table 1's ordering: RPO > KTO, DPO > base (with SFT on the best samples)",
+            (BASE, Arm("SFT", "sft"), Arm("DPO", "dpo"), Arm("KTO", "kto"), Arm("RPO")),
+            reference="base",
+            claims=(("RPO", "KTO"), ("DPO", "base"), ("RPO", "DPO"), ("KTO", "base"), ("SFT", "base"),
+                    ("RPO", "base")),
+        ),
+        Experiment(
+            "prompt", "RPO prompts holding only the turn's triggered constraints beat prompts holding all",
+            (BASE, Arm("triggered"), Arm("all", prompt_constraints="all")),
+            reference="all", claims=(("triggered", "all"),),
+        ),
+        Experiment(
+            "online", "iterative RPO (sample, judge, reverse, train from the current policy, K rounds) "
+                      "beats offline RPO with the same pairs and steps",
+            (BASE, Arm("offline"), Arm("online")),  # both trained by `run_online`, which sets their pairs
+            reference="offline", claims=(("online", "offline"),),
+        ),
+    )
+}
+
+
+def chunks(items: list, count: int) -> list[list]:
+    """`items` cut into `count` contiguous, nearly equal parts."""
+    size, extra = divmod(len(items), count)
+    bounds = [k * size + min(k, extra) for k in range(count + 1)]
+    return [items[bounds[k] : bounds[k + 1]] for k in range(count)]
+
+
+def subset_detail(detail: Path, session_ids: set[str], path: Path) -> Path:
+    """The lines of `detail` whose session is in `session_ids`, as a detail file of their own."""
+    lines = [line for line in detail.read_text().splitlines() if json.loads(line)["session_id"] in session_ids]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def run_online(parts: SeedParts, budget: Budget, rounds: int, keep: bool) -> dict[str, dict]:
+    """Online RPO against offline RPO with as many pairs and steps, for one seed.
+
+    The sampled sessions are cut into `rounds` parts. Round 1 trains the base on the pairs of its
+    part's base samples; each later round samples its part from the policy the previous round left,
+    judges and reverses, and trains that policy on the new pairs. Every round gets `pref_steps /
+    rounds` steps and at most 1/rounds of the offline pool's pairs; the offline arm trains the base
+    for `pref_steps` on a sample of the whole base detail with as many pairs as the rounds used.
+    """
+    key = fingerprint([parts.key, {name: getattr(budget, name) for name in ("pref_steps", "pref_lr", "rpo_gamma")},
+                       rounds])
+    root = parts.work / "online" / key
+    finished = root / "result.json"
+    if finished.exists():
+        online = json.loads(finished.read_text())
+        used = sum(entry["records"] for entry in online["rounds"])
+        return {"offline": run_arm(Arm("offline", max_pairs=used), parts, budget, keep), "online": online}
+    pool = build_rpo_dataset(parts.detail, root / "pool", "demo_rpo").pairs
+    quota = max(1, pool // rounds)
+    steps = [budget.pref_steps // rounds + (r < budget.pref_steps % rounds) for r in range(rounds)]
+    curve: list[dict] = []
+    model = parts.base
+    for number, (sessions, round_steps) in enumerate(zip(chunks(parts.sessions, rounds), steps), 1):
+        round_dir = root / f"round{number}"
+        result_file = round_dir / "result.json"
+        ids = {session.session_id for session in sessions}
+        if result_file.exists() and ((round_dir / "model" / "config.json").exists() or number == rounds):
+            curve.append(json.loads(result_file.read_text()))
+            model = round_dir / "model"
+            continue
+        if number == 1:
+            detail = subset_detail(parts.detail, ids, round_dir / "detail.jsonl")
+        else:
+            detail = sample_detail(model, sessions, parts.seed, budget, round_dir / "detail.jsonl",
+                                   f"{parts.desc}: online round {number}")
+        arm = Arm(f"online round {number}", max_pairs=quota)
+        model, records = train_arm(arm, model, detail, round_dir, budget, parts.seed, parts.desc,
+                                   steps=round_steps)
+        entry = {"round": number, "steps": round_steps, **judged_result(model, parts, budget, records)}
+        write_json(result_file, entry)
+        curve.append(entry)
+    used = sum(entry["records"] for entry in curve)
+    offline = run_arm(Arm("offline", max_pairs=used), parts, budget, keep)
+    if not keep:
+        for number in range(1, rounds + 1):
+            shutil.rmtree(root / f"round{number}" / "model", ignore_errors=True)
+    rounds_summary = [
+        {"round": entry["round"], "steps": entry["steps"], "records": entry["records"],
+         "metrics": {name: round(value, 4) for name, value in score(entry["judged"]["own"]).items()}}
+        for entry in curve
+    ]
+    online = {**curve[-1], "records": used, "rounds": rounds_summary}
+    write_json(finished, online)
+    return {"offline": offline, "online": online}
+
+
+def run_seed(experiment: Experiment, parts: SeedParts, budget: Budget, jobs: int, rounds: int,
+             keep: bool) -> dict[str, dict]:
+    """Every arm's result for one seed, `jobs` trainings at a time (each with its share of the cores)."""
+    plain = [arm for arm in experiment.arms if experiment.name != "online" or arm.method == "base"]
+    to_train = [arm for arm in plain if arm.method != "base" and not result_path(parts, arm, budget).exists()]
+    workers = max(1, min(jobs, len(to_train)))
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(zip((arm.name for arm in plain),
+                           pool.map(lambda arm: run_arm(arm, parts, budget, keep, threads), plain)))
+    if experiment.name == "online":  # one round after the other: each training gets every core
+        results.update(run_online(parts, budget, rounds, keep))
+    return results
+
+
+def verdict(interval: list[float]) -> str:
+    low, high = interval
+    return "supported" if low > 0 else "reversed" if high < 0 else "inconclusive"
+
+
+def claim_verdict(per_metric: dict[str, str]) -> str:
+    """Supported: some metric's interval favours the claim and none opposes it; not supported: the
+    reverse; mixed: both; inconclusive: every interval holds 0."""
+    favour = [m for m, v in per_metric.items() if v == "supported"]
+    against = [m for m, v in per_metric.items() if v == "reversed"]
+    if favour and against:
+        return f"mixed (supported on {', '.join(favour)}, reversed on {', '.join(against)})"
+    if favour:
+        return f"supported on {', '.join(favour)}"
+    if against:
+        return f"not supported (reversed on {', '.join(against)})"
+    return "inconclusive"
+
+
+def paired(judged: dict[int, dict[str, list[Session]]], first: str, second: str) -> dict[str, dict]:
+    """Paired differences first − second over seeds × held-out sessions, per metric."""
+    units = [pair for seed in judged for pair in zip(judged[seed][first], judged[seed][second], strict=True)]
+    return {name: paired_difference(units, name) for name in METRIC_NAMES}
+
+
+def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> dict:
+    """Per seed and arm metrics; per arm mean, sd and paired difference to the reference; claims."""
+    seeds = sorted(results)
+    shared = {}
+    for seed in seeds:
+        starts = {(result["base"], tuple(result["held_out"])) for result in results[seed].values()}
+        if len(starts) != 1:
+            raise RuntimeError(f"seed {seed}: the arms do not share one base and one held-out set: {starts}")
+        base, held_out = starts.pop()
+        shared[str(seed)] = {"base": base, "held_out": list(held_out)}
+    judged = {seed: {arm: result["judged"]["own"] for arm, result in results[seed].items()} for seed in seeds}
+    per_seed = {
+        str(seed): {arm: {**{k: round(v, 4) for k, v in score(sessions).items()},
+                          "records": results[seed][arm]["records"]} for arm, sessions in judged[seed].items()}
+        for seed in seeds
+    }
+    arms = {}
+    for arm in (a.name for a in experiment.arms):
+        values = [per_seed[str(seed)][arm] for seed in seeds]
+        entry: dict = {name: round(statistics.fmean(v[name] for v in values), 4) for name in METRIC_NAMES}
+        entry["sd"] = {name: round(statistics.stdev(v[name] for v in values), 4) if len(values) > 1 else 0.0
+                       for name in METRIC_NAMES}
+        entry["records"] = round(statistics.fmean(v["records"] for v in values), 1)
+        if arm != experiment.reference:
+            entry["vs_reference"] = paired(judged, arm, experiment.reference)
+        arms[arm] = entry
+    claims = []
+    for better, worse in experiment.claims:
+        differences = paired(judged, better, worse)
+        per_metric = {name: verdict(differences[name]["ci95"]) for name in METRIC_NAMES}
+        claims.append({"claim": f"{better} > {worse}", "difference": differences, "verdicts": per_metric,
+                       "verdict": claim_verdict(per_metric)})
+    report: dict = {"experiment": experiment.name, "question": experiment.question,
+                    "reference": experiment.reference, "arms": arms, "claims": claims, "per_seed": per_seed,
+                    "shared": shared}
+    if experiment.name == "online":
+        report["curve"] = {str(seed): results[seed]["online"]["rounds"] for seed in seeds}
+    return report
+
+
+def table(report: dict) -> str:
+    lines = [QUICK_NOTE, ""] if report["quick"] else []
+    lines += [f"{report['experiment']}: {report['question']}",
+              f"seeds {report['seeds']}, {report['eval_sessions']} held-out sessions each ({report['split']}), "
+              f"own history; mean ± sd over seeds; {report['minutes']} min", ""]
+    lines.append(f"{'arm':<10}" + "".join(f"{name:>16}" for name in METRIC_NAMES) + f"{'records':>9}")
+    for name, arm in report["arms"].items():
+        cells = "".join(f"{arm[m]:>9.3f} ± {arm['sd'][m]:.3f}" for m in METRIC_NAMES)
+        lines.append(f"{name:<10}{cells}{arm['records']:>9.0f}")
+    lines += ["", "paired difference, 95% interval over seeds × sessions:"]
+    for claim in report["claims"]:
+        cells = "  ".join(f"{m} {d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+                          for m, d in claim["difference"].items())
+        lines.append(f"  {claim['claim']:<16} {cells}  -> {claim['verdict']}")
+    if "curve" in report:
+        lines += ["", "online RPO per round (mean over seeds):"]
+        for entry in mean_curve(report):
+            lines.append(f"  round {entry['round']}: " + "  ".join(f"{m} {entry[m]:.3f}" for m in METRIC_NAMES)
+                         + f"  (records {entry['records']:.0f}, steps {entry['steps']})")
+    return "\n".join(lines)
+
+
+def mean_curve(report: dict) -> list[dict]:
+    """The online rounds' metrics averaged over seeds, with round 0 the base."""
+    seeds = list(report["curve"])
+    base = report["arms"]["base"]
+    points = [{"round": 0, "records": 0, "steps": 0, **{m: base[m] for m in METRIC_NAMES}}]
+    for k, first in enumerate(report["curve"][seeds[0]]):
+        rounds = [report["curve"][seed][k] for seed in seeds]
+        points.append({"round": first["round"], "steps": first["steps"],
+                       "records": statistics.fmean(r["records"] for r in rounds),
+                       **{m: statistics.fmean(r["metrics"][m] for r in rounds) for m in METRIC_NAMES}})
+    return points
+
+
+def figure(report: dict, path: Path) -> None:
+    """Left: each arm's metrics (mean, sd over seeds), or the online curve; right: the claims'
+    paired differences with their 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = list(report["arms"])
+    if "curve" in report:
+        points = mean_curve(report)
+        for k, metric in enumerate(METRIC_NAMES):
+            line = left.plot([p["round"] for p in points], [p[metric] for p in points], marker="o", label=metric)
+            left.axhline(report["arms"]["offline"][metric], color=line[0].get_color(), linestyle="--",
+                         linewidth=1, label=f"{metric} offline" if k == 0 else None)
+        left.set_xlabel("round (0: base)")
+        left.legend(fontsize=8)
+    else:
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            arm = report["arms"][name]
+            left.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(METRIC_NAMES))],
+                     [arm[m] for m in METRIC_NAMES], width, yerr=[arm["sd"][m] for m in METRIC_NAMES],
+                     capsize=2, label=name)
+        left.set_xticks(range(len(METRIC_NAMES)), METRIC_NAMES)
+        left.legend(fontsize=8)
+    left.set_ylim(0, 1)
+    left.set_ylabel("rate (sd over seeds)")
+    rows = [(claim["claim"], metric, claim["difference"][metric]) for claim in report["claims"]
+            for metric in METRIC_NAMES]
+    for y, (label, metric, d) in enumerate(rows):
+        right.errorbar(d["diff"], y, xerr=[[d["diff"] - d["ci95"][0]], [d["ci95"][1] - d["diff"]]], fmt="o",
+                       color=f"C{METRIC_NAMES.index(metric)}", capsize=3)
+    right.axvline(0, color="grey", linewidth=1)
+    right.set_yticks(range(len(rows)), [f"{label} {metric}" for label, metric, _ in rows], fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("paired difference (95% CI over seeds × sessions)")
+    fig.suptitle(f"demo experiment '{report['experiment']}', seeds {report['seeds']}"
+                 + (" (QUICK: smoke test)" if report["quick"] else ""), fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_seeds(seeds: str | int | tuple) -> list[int]:
+    values = seeds if isinstance(seeds, tuple) else str(seeds).split(",")
+    try:
+        parsed = [int(value) for value in values]
+    except ValueError:
+        raise InputError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    if not parsed or len(set(parsed)) != len(parsed) or min(parsed) < 0:
+        raise InputError(f"--seeds: expected distinct non-negative integers, got {seeds!r}")
+    return parsed
+
+
+@exit_on_input_error
+def main(name: str, seeds: str | int | tuple = "0,1,2", output_dir: str = "out/experiments", quick: bool = False,
+         split: str = "eval", jobs: int = 1, rounds: int = 3, keep: bool = False, figure_path: str | None = None,
+         **overrides) -> None:
+    """Run experiment NAME over `seeds`; bases, samples and finished arms in `output_dir` are reused.
+
+    `--jobs 2` trains two arms at a time with one core each; `--rounds` is online RPO's K; any
+    `Budget` field can be overridden (`--pref_steps 60`), for every arm alike.
+    """
+    began = time.monotonic()
+    if name not in EXPERIMENTS:
+        raise InputError(f"experiment {name!r}: expected one of {', '.join(EXPERIMENTS)}")
+    if split not in ("eval", "dev"):
+        raise InputError(f"--split: expected eval or dev, got {split!r}")
+    unknown = set(overrides) - {f.name for f in fields(Budget)}
+    if unknown:
+        raise InputError(f"unknown budget options: {', '.join(sorted(unknown))}")
+    if not isinstance(jobs, int) or jobs < 1 or not isinstance(rounds, int) or rounds < 2:
+        raise InputError(f"--jobs must be an integer >= 1 and --rounds >= 2, got {jobs!r} and {rounds!r}")
+    experiment, seed_list = EXPERIMENTS[name], parse_seeds(seeds)
+    budget = replace(QUICK if quick else FULL, **overrides)
+    output = Path(output_dir).resolve()
+    results: dict[int, dict[str, dict]] = {}
+    held_out = 0
+    for seed in seed_list:
+        work = output / f"seed{seed}"
+        with output_lock(work):
+            parts = seed_parts(seed, budget, work, split)
+            held_out = len(parts.held_out)
+            results[seed] = run_seed(experiment, parts, budget, jobs, rounds, keep)
+    report = summarise(experiment, results)
+    report.update(seeds=seed_list, split=split, eval_sessions=held_out, quick=quick, budget=asdict(budget),
+                  rounds=rounds if name == "online" else None, minutes=round((time.monotonic() - began) / 60, 2))
+    write_json(output / f"{name}.json", report)
+    figure_file = Path(figure_path) if figure_path else output / f"{name}.png" if quick else Path(
+        f"img/experiment_{name}.png")
+    figure(report, figure_file)
+    print(table(report))
+
+
+if __name__ == "__main__":
+    cli.run(main)
