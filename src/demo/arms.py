@@ -19,10 +19,12 @@ from pathlib import Path
 from rpo.demo.evaluation import evaluate
 from rpo.demo.pipeline import (
     BASE_FIELDS,
+    SAMPLE_FIELDS,
     Budget,
     cached_base,
     fingerprint,
     held_out_sessions,
+    reusable,
     sample_detail,
     sample_profiles,
     self_play_sessions,
@@ -38,8 +40,7 @@ from rpo.utils.schema import SelfPlaySession
 
 METHODS = ("base", "sft", "dpo", "kto", "rpo")
 RPO_DATA = ("all", "gap_ge3", "gap_2", "gap_1")
-# The base sampled for preference data, and held-out sessions, depend on these besides the base.
-SAMPLE_FIELDS = ("sample_profiles", "samples_per_turn", "max_new_tokens")
+# Held-out results depend on these besides the base and the preference samples.
 EVAL_FIELDS = ("eval_profiles", "max_new_tokens")
 TRAIN_FIELDS = ("pref_steps", "pref_lr")
 
@@ -103,12 +104,11 @@ def seed_parts(seed: int, budget: Budget, work: Path, split: str) -> SeedParts:
     }
     sessions = asyncio.run(self_play_sessions(sample_profiles(seed, budget), seed, budget.turns))
     detail, marker = work / "detail.jsonl", work / "detail.json"
-    if not (marker.exists() and json.loads(marker.read_text()) == shared and detail.exists()):
-        marker.unlink(missing_ok=True)
+    if reusable(marker, shared, detail):
+        print(f"{desc}: preference samples reused from {detail}", flush=True)
+    else:
         sample_detail(base, sessions, seed, budget, detail, desc)
         write_json(marker, shared)
-    else:
-        print(f"{desc}: preference samples reused from {detail}", flush=True)
     return SeedParts(seed, work, base, detail, sessions, held_out_sessions(split, budget), fingerprint(shared))
 
 

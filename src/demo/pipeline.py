@@ -154,15 +154,25 @@ def train_base(seed: int, budget: Budget, work: Path, init: Path, desc: str) -> 
                  logging_steps=budget.log_steps, seed=seed)
 
 
+def reusable(marker: Path, key: dict, artifact: Path) -> bool:
+    """Whether `artifact` was made with the settings `key`, as its `marker` file records.
+
+    A stale marker is removed, so that a run killed while remaking the artifact never leaves an
+    old marker beside a half-made one; `write_json(marker, key)` records the new one when done.
+    """
+    if marker.exists() and json.loads(marker.read_text()) == key and artifact.exists():
+        return True
+    marker.unlink(missing_ok=True)
+    return False
+
+
 def cached_base(seed: int, budget: Budget, work: Path, desc: str) -> Path:
-    """`build_base`, reused when a base of the same seed and base fields is already in `work`."""
+    """`build_world` and `train_base`, reused when a base of the same seed and base fields is in `work`."""
     key = {"seed": seed, **{name: getattr(budget, name) for name in BASE_FIELDS}}
-    marker = work / "base.json"
-    model = work / "models" / "base"
-    if marker.exists() and json.loads(marker.read_text()) == key and (model / "config.json").exists():
+    marker, model = work / "base.json", work / "models" / "base"
+    if reusable(marker, key, model / "config.json"):
         print(f"{desc}: base policy reused from {model}", flush=True)
         return model
-    marker.unlink(missing_ok=True)
     model = train_base(seed, budget, work, build_world(seed, budget, work), desc)
     write_json(marker, key)
     return model
