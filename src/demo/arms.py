@@ -32,7 +32,12 @@ from rpo.demo.pipeline import (
 from rpo.demo.training import train
 from rpo.eval.metrics import Session
 from rpo.utils.io import JsonArrayWriter, update_dataset_info, write_json
-from rpo.utils.pairs.build import build_dpo_dataset, build_kto_dataset, build_rpo_dataset, build_rpo_gap_buckets
+from rpo.utils.pairs.build import (
+    build_dpo_dataset,
+    build_kto_dataset,
+    build_rpo_dataset,
+    build_rpo_gap_buckets,
+)
 from rpo.utils.pairs.records import read_sessions
 from rpo.utils.pairs.rule import score
 from rpo.utils.prompts.system_prompt import render_system_prompt

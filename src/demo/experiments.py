@@ -234,8 +234,8 @@ def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> di
 def table(report: dict) -> str:
     lines = [QUICK_NOTE, ""] if report["quick"] else []
     lines += [f"{report['experiment']}: {report['question']}",
-              f"seeds {report['seeds']}, {report['eval_sessions']} held-out sessions each ({report['split']}), "
-              f"own history; mean ± sd over seeds; {report['minutes']} min", ""]
+              (f"seeds {report['seeds']}, {report['eval_sessions']} held-out sessions each ({report['split']}), "
+               f"own history; mean ± sd over seeds; {report['minutes']} min"), ""]
     lines.append(f"{'arm':<10}" + "".join(f"{name:>16}" for name in METRIC_NAMES) + f"{'records':>9}")
     for name, arm in report["arms"].items():
         cells = "".join(f"{arm[m]:>9.3f} ± {arm['sd'][m]:.3f}" for m in METRIC_NAMES)
