@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 from rpo.utils.io import InputError, describe_validation_error, iter_lines
 from rpo.utils.schema import SystemProfile
+from rpo.utils.text_language import text_language
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "sample.jsonl"
 
@@ -31,26 +32,9 @@ CONSTRAINT_KEYS = ("Constraints", "约束", "Constraint", "constraints")
 NORMALISED_FIELDS = ("id", "source", "name", "description", "skills", "constraints", "system_prompt",
                      "inspired_corpus", "gen_model")
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
-
-
-def detect_language(text: str) -> str:
-    """'zh' when CJK characters make up a real share of the letters, else 'en'.
-
-    One Chinese character carries about as much as a short English word, so a share of 30% is
-    already a Chinese text with some English names or code in it.
-    """
-    cjk = len(_CJK.findall(text))
-    if not cjk:
-        return "en"
-    latin = len(_LATIN.findall(text))
-    return "zh" if cjk >= 0.3 * (cjk + latin / 4) else "en"
-
-
 def profile_language(profile: SystemProfile) -> str:
     """Language of a profile, judged on the text a reader sees."""
-    return detect_language(" ".join([profile.name, profile.description, *profile.constraints]))
+    return text_language(" ".join([profile.name, profile.description, *profile.constraints]))
 
 
 # ---------------------------------------------------------------- flat system_prompt text

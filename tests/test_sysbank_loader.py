@@ -13,7 +13,6 @@ from rpo.utils.schema import SystemProfile
 from sysbank.bank import Bank, Filters
 from sysbank.loader import (
     SAMPLE_PATH,
-    detect_language,
     expand_paths,
     load_profiles,
     normalise,
@@ -139,10 +138,7 @@ def test_normalised_records_load_back() -> None:
     ]
 
 
-def test_language_detection() -> None:
-    assert detect_language("Every answer must be short.") == "en"
-    assert detect_language("所有回复必须在150字以内，并使用 JSON 格式。") == "zh"
-    assert detect_language("Mention 北京 once in every answer about Chinese food please.") == "en"
+def test_language_column() -> None:
     assert Bank([normalise(EN_RECORD), normalise(ZH_RECORD)]).languages == ["en", "zh"]
 
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.schema import ProfileCore
-
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff60]")
+from rpo.utils.text_language import text_language
 
 
 def detect_lang(profile: ProfileCore) -> str:
-    """ "zh" when any CJK character appears in the profile's text, else "en"."""
-    texts = [profile.name, profile.description, *profile.skills, *profile.constraints]
-    return "zh" if any(_CJK.search(text) for text in texts) else "en"
+    """The language of the profile's text as a reader sees it (`rpo.utils.text_language`)."""
+    return text_language(" ".join([profile.name, profile.description, *profile.skills, *profile.constraints]))
 
 
 def resolve_lang(lang: str | None, profile: ProfileCore) -> str:
