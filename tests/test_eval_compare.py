@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rpo.eval.multi_if import multi_if_metrics
-from rpo.eval.multi_if_data import load_responses, load_rows
+from rpo.eval.multi_if.data import load_responses, load_rows
+from rpo.eval.multi_if.summary import multi_if_metrics
 from rpo.eval.sysbench_data import load_judged
 from rpo.eval.sysbench_metrics import sysbench_metrics
 from rpo.utils.io import write_json

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rpo.eval.multi_if import multi_if_metrics
-from rpo.eval.multi_if_data import load_responses, load_rows
+from rpo.eval.multi_if.data import load_responses, load_rows
+from rpo.eval.multi_if.summary import multi_if_metrics
 
 from tests.eval_servers import replay_model
-from tests.scripted_server import ScriptedServer
+from tests.scripted_server import Reply, ScriptedServer
 from tests.test_eval_ifeval_score import MULTI_IF_RESPONSES, _write_responses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ MULTI_IF = [sys.executable, str(ROOT / "src" / "eval" / "multi_if.py")]
 
 def test_run_answers_steps_in_one_conversation(tmp_path):
     rows = load_rows(DATA)
-    answers = {step.prompt: MULTI_IF_RESPONSES[(row.key, k)] for row in rows for k, step in enumerate(row.steps, 1)}
+    answers = {step.example.prompt: MULTI_IF_RESPONSES[(row.key, step.number)] for row in rows for step in row.steps}
     out = tmp_path / "run"
     args = [*MULTI_IF, "run", f"--data={DATA}", f"--output_dir={out}", "--model=policy"]
     with ScriptedServer(handler=replay_model(answers)) as model:
@@ -31,17 +31,49 @@ def test_run_answers_steps_in_one_conversation(tmp_path):
         subprocess.run([*args, "--limit=1"], capture_output=True, text=True, check=True)
         assert len(model.requests) == 3
         done = subprocess.run(args, capture_output=True, text=True, check=True)
-        assert len(model.requests) == 6 and "resuming: 3 steps" in done.stderr
-        third = model.chat_requests[-1]["messages"]
+        assert len(model.requests) == 8 and "resuming: 3 steps" in done.stderr
+        [third] = [r["messages"] for r in model.chat_requests if r["messages"][-1]["content"] == rows[1].steps[2].example.prompt]
         assert [m["role"] for m in third] == ["user", "assistant", "user", "assistant", "user"]
         assert third[1]["content"] == MULTI_IF_RESPONSES[("z1", 1)] and third[3]["content"] == MULTI_IF_RESPONSES[("z1", 2)]
         model.reset()
         subprocess.run(args, capture_output=True, text=True, check=True)
         assert model.requests == []
+        changed = subprocess.run([*args, "--temperature=0.5"], capture_output=True, text=True, check=False)
+        assert changed.returncode == 2 and model.requests == []
+        assert "was run with decoding=" in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
     expected = multi_if_metrics(rows, load_responses(_write_responses(tmp_path / "r.jsonl"), rows))
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics == json.loads(json.dumps(expected))
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert record["model"] == "policy" and record["languages"] is None and len(record["data_sha256"]) == 64
     assert "step" in done.stdout and "mean [95% CI]" in done.stdout
     score = subprocess.run([*MULTI_IF, "score", f"--data={DATA}", f"--responses={out}", "--json"],
                            capture_output=True, text=True, check=True)
     assert json.loads(score.stdout)["steps"] == metrics["steps"]
+
+
+def test_a_failed_conversation_is_reported_and_resumed(tmp_path):
+    """A request that fails for good stops its own conversation only; the rerun answers just that."""
+    rows = load_rows(DATA, ["hi", "zh"])
+    answers = {step.example.prompt: MULTI_IF_RESPONSES[(row.key, step.number)] for row in rows for step in row.steps}
+    broken = next(row for row in rows if row.key == "h1").steps[1].example.prompt
+    failing = {broken}
+
+    def handler(request):
+        prompt = request["messages"][-1]["content"]
+        return Reply(status=400) if prompt in failing else answers[prompt]
+
+    out = tmp_path / "run"
+    with ScriptedServer(handler=handler) as model:
+        args = [*MULTI_IF, "run", f"--data={DATA}", f"--output_dir={out}", "--model=policy",
+                f"--base_url={model.base_url}", "--languages=zh,hi"]
+        first = subprocess.run(args, capture_output=True, text=True, check=False)
+        assert first.returncode == 1 and not (out / "metrics.json").exists()
+        assert "1 of 2 conversations stopped" in first.stderr and "key h1 step 2" in first.stderr
+        assert len((out / "responses.jsonl").read_text(encoding="utf-8").splitlines()) == 4
+        failing.clear()
+        model.reset()
+        second = subprocess.run(args, capture_output=True, text=True, check=True)
+        assert [r["messages"][-1]["content"] for r in model.chat_requests] == [broken]
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["n"] == 2
+    assert "paper's figure (English + Chinese): not computed" in second.stdout
