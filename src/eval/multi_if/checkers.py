@@ -29,22 +29,30 @@ Rules = Literal["ifeval", "multi_if"]
 RELATIONS = ("less than", "at least")
 
 
-def _count(value: Any) -> str | None:
+def _number(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return "expected a number"
-    return None if value >= 0 else "expected a number >= 0"
+    return None
+
+
+def _count(value: Any) -> str | None:
+    return _number(value) or (None if value >= 0 else "expected a number >= 0")
 
 
 def _relation(value: Any) -> str | None:
     return None if value in RELATIONS else f"expected one of {', '.join(map(repr, RELATIONS))}"
 
 
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else "expected a string"
+
+
 def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() else "expected a non-empty string"
+    return None if isinstance(value, str) and value else "expected a non-empty string"
 
 
 def _pattern(value: Any) -> str | None:
-    if problem := _text(value):
+    if problem := _string(value):
         return problem
     try:
         re.compile(value)
@@ -63,11 +71,12 @@ def _words(value: Any) -> str | None:
     if not isinstance(value, list) or not value:
         return "expected a non-empty list of strings"
     bounded = [rf"\b{item}\b" if isinstance(item, str) else item for item in value]
-    return next((f"{item!r}: {problem}" for item, text in zip(value, bounded) if (problem := _pattern(text))), None)
+    return next((f"{item!r}: {problem}" for item, text in zip(value, bounded)
+                 if (problem := _string(item) or _pattern(text))), None)
 
 
 def _letter(value: Any) -> str | None:
-    if isinstance(value, str) and len(value.strip()) == 1 and "a" <= value.strip().lower() <= "z":
+    if isinstance(value, str) and len(value) == 1 and "a" <= value.lower() <= "z":
         return None
     return "expected one letter a-z (the checker would pick a random letter instead)"
 
@@ -79,7 +88,8 @@ def _language(value: Any) -> str | None:
 
 
 # id -> the arguments its checker takes, each with its validity check. All are required: the
-# checkers draw a random value for any that is missing.
+# checkers draw a random value for any that is missing (and for an empty keyword or letter, a
+# negative count, an nth paragraph out of range); an empty phrase or marker they take as given.
 ARGUMENTS: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "keywords:existence": {"keywords": _patterns},
     "keywords:frequency": {"keyword": _text, "frequency": _count, "relation": _relation},
@@ -90,7 +100,7 @@ ARGUMENTS: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "length_constraints:number_paragraphs": {"num_paragraphs": _count},
     "length_constraints:number_words": {"num_words": _count, "relation": _relation},
     "length_constraints:nth_paragraph_first_word": {"num_paragraphs": _count, "nth_paragraph": _count,
-                                                    "first_word": _text},
+                                                    "first_word": _string},
     "detectable_content:number_placeholders": {"num_placeholders": _count},
     "detectable_content:postscript": {"postscript_marker": _pattern},
     "detectable_format:number_bullet_lists": {"num_bullets": _count},
@@ -101,9 +111,9 @@ ARGUMENTS: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "detectable_format:title": {},
     "combination:two_responses": {},
     "combination:repeat_prompt": {"prompt_to_repeat": _text},
-    "startend:end_checker": {"end_phrase": _text},
+    "startend:end_checker": {"end_phrase": _string},
     "startend:quotation": {},
-    "change_case:capital_word_frequency": {"capital_frequency": _count, "capital_relation": _relation},
+    "change_case:capital_word_frequency": {"capital_frequency": _number, "capital_relation": _relation},
     "change_case:english_capital": {},
     "change_case:english_lowercase": {},
     "punctuation:no_comma": {},
