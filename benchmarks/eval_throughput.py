@@ -26,8 +26,10 @@ import time
 from pathlib import Path
 
 import fire
-from rpo.eval.multi_if import answer_rows, multi_if_metrics
-from rpo.eval.multi_if_data import Row
+from rpo.eval.multi_if.data import Row, Step
+from rpo.eval.multi_if.run import answer_rows
+from rpo.eval.multi_if.scoring import IFExample
+from rpo.eval.multi_if.summary import multi_if_metrics
 from rpo.eval.sysbench_data import Dialogue
 from rpo.eval.sysbench_run import RunSettings, run_sysbench
 from rpo.utils.io import write_json
@@ -65,9 +67,9 @@ def _dialogues(count: int) -> list[Dialogue]:
 
 
 def _rows(count: int) -> list[Row]:
-    return [Row.model_validate({"key": str(r), "language": "English", "steps": [
-        {"prompt": f"row {r} step {k}: answer without commas", "instruction_ids": ["punctuation:no_comma"],
-         "kwargs": [{}]} for k in range(STEPS)]}) for r in range(count)]
+    return [Row(str(r), "en", [Step(k, IFExample(str(r), f"row {r} step {k}: answer without commas",
+                                                  ["punctuation:no_comma"], [{}], "multi_if"))
+                               for k in range(1, STEPS + 1)]) for r in range(count)]
 
 
 def _config(model_url: str, judge_url: str, concurrency: int, cache_dir: str) -> PipelineConfig:
@@ -103,10 +105,10 @@ async def _sysbench(config: PipelineConfig, dialogues: list[Dialogue], out: Path
 async def _multi_if(config: PipelineConfig, rows: list[Row], out: Path) -> tuple[float, float, dict]:
     async with LLMClient(config) as client:
         start, cpu = time.perf_counter(), time.process_time()
-        answers = await answer_rows(client, rows, out / "responses.jsonl", config.concurrency)
+        answers, failures = await answer_rows(client, rows, out / "responses.jsonl", config.concurrency)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         usage = client.usage()
-    assert len(answers) == len(rows) * STEPS
+    assert len(answers) == len(rows) * STEPS and not failures
     return wall, cpu, usage
 
 
@@ -121,7 +123,7 @@ def run_benchmark(dialogues: int = 500, concurrency: int = 64, latency_s: float 
             rows = _rows(dialogues)
             mif_base = asyncio.run(_client_only(config, dialogues * STEPS, ("response",), "multi_if"))
             mif_run = asyncio.run(_multi_if(config, rows, Path(tmp) / "multi_if"))
-            answers = {(r.key, k): f"answer: {s.prompt}" for r in rows for k, s in enumerate(r.steps, 1)}
+            answers = {(r.key, s.number): f"answer: {s.example.prompt}" for r in rows for s in r.steps}
             start = time.perf_counter()
             multi_if_metrics(rows, answers)
             scoring_s = time.perf_counter() - start
