@@ -108,3 +108,15 @@ def test_think_blocks_are_removed_unless_kept(tmp_path):
     kept = multi_if_metrics(rows, answers, keep_think=True, rounds=10)
     assert stripped["think_stripped"] == 1 and stripped["steps"][0]["mean"] == 1
     assert kept["think_stripped"] is None and kept["steps"][0]["mean"] == 0
+
+
+def test_score_warns_when_most_answers_are_alike(tmp_path, capsys):
+    from rpo.eval.multi_if.run import score
+
+    same = {key: "I cannot help with that." for key in MULTI_IF_RESPONSES}
+    score(data=str(FIXTURES / "multi_if.csv"), responses=str(_write_responses(tmp_path / "r.jsonl", same)),
+          json=True, bootstrap_rounds=10)
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n"] == 3
+    assert captured.err == ("warning: 8 of 8 answers are the same text ('I cannot help with that.'): "
+                            "the model ignores its input\n")

@@ -130,6 +130,7 @@ def test_languages_flag():
     assert parse_languages("en, zh") == ["en", "zh"] and parse_languages(("hi", "en")) == ["hi", "en"]
     assert parse_languages(None) is None
     assert "'english' is not a language code" in _refusal(parse_languages, "english")
+    assert "'1' is not a language code" in _refusal(parse_languages, 1)
     assert _refusal(load_rows, DATA, ["ja"]) == f"{DATA}: no rows in the languages ja"
 
 

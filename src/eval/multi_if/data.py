@@ -239,7 +239,10 @@ def parse_languages(value: str | tuple[str, ...] | list[str] | None) -> list[str
     """`--languages en,zh` (Fire may hand a tuple) as a list of known codes; None selects all."""
     if value is None:
         return None
-    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    if isinstance(value, str):
+        items = value.split(",")
+    else:
+        items = [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
     codes = [item.strip().lower() for item in items if item.strip()]
     for code in codes:
         if code not in LANGUAGE_CODES:
