@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from rpo.eval.multi_if.data import load_responses, load_rows
+from rpo.eval.multi_if.run import score
 from rpo.eval.multi_if.summary import multi_if_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,11 +46,10 @@ def _write_responses(path: Path, responses: dict[tuple[str, int], str] = MULTI_I
     return path
 
 
-def test_ifeval_format_strict_and_loose():
-    done = subprocess.run([*MULTI_IF, "score", f"--data={FIXTURES / 'ifeval_input.jsonl'}",
-                           f"--responses={FIXTURES / 'ifeval_responses.jsonl'}", "--json"],
-                          capture_output=True, text=True, check=True)
-    metrics = json.loads(done.stdout)
+def test_ifeval_format_strict_and_loose(capsys):
+    score(data=str(FIXTURES / "ifeval_input.jsonl"), responses=str(FIXTURES / "ifeval_responses.jsonl"), json=True,
+          bootstrap_rounds=10)
+    metrics = json.loads(capsys.readouterr().out)
     [step] = metrics["steps"]
     assert step == pytest.approx({"prompt_strict": 2 / 5, "inst_strict": 3 / 6, "prompt_loose": 4 / 5,
                                   "inst_loose": 5 / 6, "mean": (2 / 5 + 3 / 6 + 4 / 5 + 5 / 6) / 4})
@@ -86,16 +86,15 @@ def test_multi_if_steps_languages_and_paper_figure(tmp_path, form):
     assert metrics["n"] == 3 and len(metrics["ci95"]) == 3 and metrics["think_stripped"] == 0
 
 
-def test_score_cli_by_language_and_subset(tmp_path):
+def test_score_cli_by_language_and_subset(tmp_path, capsys):
     responses = _write_responses(tmp_path / "r.jsonl")
-    done = subprocess.run([*MULTI_IF, "score", f"--data={FIXTURES / 'multi_if.csv'}", f"--responses={responses}"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run([*MULTI_IF, "score", f"--data={FIXTURES / 'multi_if.csv'}", f"--responses={responses}",
+                           "--bootstrap_rounds=10"], capture_output=True, text=True, check=True)
     assert "paper's figure (English + Chinese, weighted by rows), steps 1..3: 100.0 / 81.2 / 29.2" in done.stdout
     assert [line.split()[:2] for line in done.stdout.splitlines() if line.startswith(("en ", "zh ", "hi "))] == \
         [["en", "1"], ["hi", "1"], ["zh", "1"]]
-    subset = subprocess.run([*MULTI_IF, "score", f"--data={FIXTURES / 'multi_if.csv'}", f"--responses={responses}",
-                             "--languages=hi", "--json"], capture_output=True, text=True, check=True)
-    metrics = json.loads(subset.stdout)
+    score(data=str(FIXTURES / "multi_if.csv"), responses=str(responses), languages="hi", json=True, bootstrap_rounds=10)
+    metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 1 and list(metrics["by_language"]) == ["hi"] and metrics["paper"] is None
     assert len(metrics["steps"]) == 2
 
@@ -111,8 +110,6 @@ def test_think_blocks_are_removed_unless_kept(tmp_path):
 
 
 def test_score_warns_when_most_answers_are_alike(tmp_path, capsys):
-    from rpo.eval.multi_if.run import score
-
     same = {key: "I cannot help with that." for key in MULTI_IF_RESPONSES}
     score(data=str(FIXTURES / "multi_if.csv"), responses=str(_write_responses(tmp_path / "r.jsonl", same)),
           json=True, bootstrap_rounds=10)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rpo.eval.multi_if.data import load_responses, load_rows
+from rpo.eval.multi_if.run import score
 from rpo.eval.multi_if.summary import multi_if_metrics
 
 from tests.eval_servers import replay_model
@@ -20,7 +21,7 @@ DATA = ROOT / "tests" / "fixtures" / "eval" / "multi_if.csv"
 MULTI_IF = [sys.executable, str(ROOT / "src" / "eval" / "multi_if.py")]
 
 
-def test_run_answers_steps_in_one_conversation(tmp_path):
+def test_run_answers_steps_in_one_conversation(tmp_path, capsys):
     rows = load_rows(DATA)
     answers = {step.example.prompt: MULTI_IF_RESPONSES[(row.key, step.number)] for row in rows for step in row.steps}
     out = tmp_path / "run"
@@ -47,9 +48,8 @@ def test_run_answers_steps_in_one_conversation(tmp_path):
     record = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert record["model"] == "policy" and record["languages"] is None and len(record["data_sha256"]) == 64
     assert "step" in done.stdout and "mean [95% CI]" in done.stdout
-    score = subprocess.run([*MULTI_IF, "score", f"--data={DATA}", f"--responses={out}", "--json"],
-                           capture_output=True, text=True, check=True)
-    assert json.loads(score.stdout)["steps"] == metrics["steps"]
+    score(data=str(DATA), responses=str(out), json=True)
+    assert json.loads(capsys.readouterr().out)["steps"] == metrics["steps"]
 
 
 def test_a_failed_conversation_is_reported_and_resumed(tmp_path):
