@@ -128,3 +128,8 @@ def test_every_registered_id_accepts_its_arguments():
     # IFEval's files leave unused arguments null; lm-eval drops them
     assert argument_problem("punctuation:no_comma", {"num_words": None}, "ifeval") is None
     assert "num_words" in argument_problem("punctuation:no_comma", {"num_words": None}, "multi_if")
+    frequency = {"keyword": "(", "frequency": 1, "relation": "less than"}
+    assert argument_problem("keywords:frequency", frequency, "multi_if") is None
+    assert "not a valid regular expression" in argument_problem("keywords:frequency", frequency, "ifeval")
+    assert "not a valid regular expression" in argument_problem(
+        "detectable_format:multiple_sections", {"section_spliter": "SECTION(", "num_sections": 2}, "multi_if")

@@ -51,28 +51,32 @@ def _text(value: Any) -> str | None:
     return None if isinstance(value, str) and value else "expected a non-empty string"
 
 
-def _pattern(value: Any) -> str | None:
-    if problem := _string(value):
-        return problem
-    try:
-        re.compile(value)
-    except re.error as err:
-        return f"not a valid regular expression ({err})"
-    return None
+def _pattern(build: Callable[[str], str] = str) -> Callable[[Any], str | None]:
+    """A string that, as the checker places it in its regular expression, compiles."""
+    def check(value: Any) -> str | None:
+        if problem := _string(value):
+            return problem
+        try:
+            re.compile(build(value))
+        except re.error as err:
+            return f"not a valid regular expression ({err})"
+        return None
+
+    return check
 
 
-def _patterns(value: Any) -> str | None:
-    if not isinstance(value, list) or not value:
-        return "expected a non-empty list of strings"
-    return next((f"{item!r}: {problem}" for item in value if (problem := _pattern(item))), None)
+def _patterns(build: Callable[[str], str] = str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or not value:
+            return "expected a non-empty list of strings"
+        return next((f"{item!r}: {problem}" for item in value if (problem := _pattern(build)(item))), None)
+
+    return check
 
 
-def _words(value: Any) -> str | None:
-    if not isinstance(value, list) or not value:
-        return "expected a non-empty list of strings"
-    bounded = [rf"\b{item}\b" if isinstance(item, str) else item for item in value]
-    return next((f"{item!r}: {problem}" for item, text in zip(value, bounded)
-                 if (problem := _string(item) or _pattern(text))), None)
+def _postscript_pattern(marker: str) -> str:
+    marker = marker.strip()
+    return "" if marker in ("P.S.", "P.P.S") else r"\s*" + marker.lower() + r".*$"
 
 
 def _letter(value: Any) -> str | None:
@@ -91,9 +95,9 @@ def _language(value: Any) -> str | None:
 # checkers draw a random value for any that is missing (and for an empty keyword or letter, a
 # negative count, an nth paragraph out of range); an empty phrase or marker they take as given.
 ARGUMENTS: dict[str, dict[str, Callable[[Any], str | None]]] = {
-    "keywords:existence": {"keywords": _patterns},
+    "keywords:existence": {"keywords": _patterns()},
     "keywords:frequency": {"keyword": _text, "frequency": _count, "relation": _relation},
-    "keywords:forbidden_words": {"forbidden_words": _words},
+    "keywords:forbidden_words": {"forbidden_words": _patterns(lambda word: rf"\b{word}\b")},
     "keywords:letter_frequency": {"letter": _letter, "let_frequency": _count, "let_relation": _relation},
     "language:response_language": {"language": _language},
     "length_constraints:number_sentences": {"num_sentences": _count, "relation": _relation},
@@ -102,11 +106,12 @@ ARGUMENTS: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "length_constraints:nth_paragraph_first_word": {"num_paragraphs": _count, "nth_paragraph": _count,
                                                     "first_word": _string},
     "detectable_content:number_placeholders": {"num_placeholders": _count},
-    "detectable_content:postscript": {"postscript_marker": _pattern},
+    "detectable_content:postscript": {"postscript_marker": _pattern(_postscript_pattern)},
     "detectable_format:number_bullet_lists": {"num_bullets": _count},
     "detectable_format:constrained_response": {},
     "detectable_format:number_highlighted_sections": {"num_highlights": _count},
-    "detectable_format:multiple_sections": {"section_spliter": _pattern, "num_sections": _count},
+    "detectable_format:multiple_sections": {"section_spliter": _pattern(lambda mark: rf"\s?{mark.strip()}\s?\d+\s?"),
+                                            "num_sections": _count},
     "detectable_format:json_format": {},
     "detectable_format:title": {},
     "combination:two_responses": {},
@@ -138,6 +143,9 @@ def argument_problem(instruction_id: str, kwargs: dict[str, Any], rules: Rules) 
             return f"{instruction_id}: argument {name!r} is missing (the checker would draw it at random)"
         if problem := check(given[name]):
             return f"{instruction_id}: argument {name!r}={given[name]!r}: {problem}"
+    if instruction_id == "keywords:frequency" and rules == "ifeval" and (
+            problem := _pattern(str.strip)(given["keyword"])):  # IFEval's checker raises on it
+        return f"{instruction_id}: argument 'keyword'={given['keyword']!r}: {problem}"
     if instruction_id == "length_constraints:nth_paragraph_first_word" and not (
             1 <= given["nth_paragraph"] <= given["num_paragraphs"]):
         return f"{instruction_id}: argument 'nth_paragraph' must lie in 1..num_paragraphs"
