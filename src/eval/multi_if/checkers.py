@@ -8,6 +8,8 @@ shipped. Multi-IF's own checker module differs from them in four places, re-expr
 - `startend:quotation` also accepts a response wrapped in `“…”` or `「…」`;
 - `keywords:frequency` with a keyword that is not a valid regular expression is not followed
   (the IFEval checker raises instead).
+Both rule sets count the character given for `keywords:letter_frequency` even outside a-z, where
+the benchmarks' checkers draw a random letter (the only place where no checker can be repeated).
 An argument the checkers would replace by a random choice (absent, null, out of range), a
 regular expression they would fail on, or an argument they do not take cannot be checked; such an
 instruction is refused with one line before anything is scored (`argument_problem`).
@@ -80,9 +82,9 @@ def _postscript_pattern(marker: str) -> str:
 
 
 def _letter(value: Any) -> str | None:
-    if isinstance(value, str) and len(value) == 1 and "a" <= value.lower() <= "z":
+    if isinstance(value, str) and len(value) == 1:
         return None
-    return "expected one letter a-z (the checker would pick a random letter instead)"
+    return "expected one character (the checker would pick a random letter instead)"
 
 
 def _language(value: Any) -> str | None:
@@ -175,6 +177,16 @@ def _checker_classes() -> dict[Rules, dict[str, type]]:
             value = value.strip()
             return len(value) > 1 and (value[0], value[-1]) in {('"', '"'), ("“", "”"), ("「", "」")}
 
+    class LetterFrequencyChecker(instructions.LetterFrequencyChecker):
+        """Counts the character given, whatever it is; the benchmarks' checkers replace a character
+        outside a-z (IFEval asks for `#` and `!`) by a random letter, a verdict no one can repeat."""
+
+        def build_description(self, *, letter: str, let_frequency: Any, let_relation: str) -> str:
+            description = super().build_description(letter="a", let_frequency=let_frequency,
+                                                    let_relation=let_relation)
+            self._letter = letter.lower()
+            return description
+
     class KeywordFrequencyChecker(instructions.KeywordFrequencyChecker):
         def check_following(self, value: str) -> bool:
             try:
@@ -182,7 +194,8 @@ def _checker_classes() -> dict[Rules, dict[str, type]]:
             except re.error:
                 return False
 
-    ifeval = {iid: instructions_registry.INSTRUCTION_DICT[iid] for iid in ARGUMENTS}
+    ifeval = {**{iid: instructions_registry.INSTRUCTION_DICT[iid] for iid in ARGUMENTS},
+              "keywords:letter_frequency": LetterFrequencyChecker}
     multi_if = {**ifeval,
                 "length_constraints:number_words": NumberOfWords,
                 "length_constraints:number_sentences": NumberOfSentences,
