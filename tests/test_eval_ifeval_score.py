@@ -4,9 +4,10 @@ IFEval fixture (one step): 1 follows; 2 breaks lowercase only in a first line (l
 with the phrase wrapped in `**` (loose passes); 4 is too short but has no comma; 5 has two sentences
 full of abbreviations (NLTK's Punkt model must be installed to count them right).
 
-Multi-IF fixture: an English row of three steps, a Chinese one whose words and sentences count only
-by Multi-IF's character rules (9 characters; 5 sentences), and a Hindi one of two steps (`।`
-sentences, `“…”` quotation; its third prompt is the string `None`, skipped as Multi-IF skips it).
+Multi-IF fixture (the release's columns; `turns` and `responses` empty): an English row of three
+steps, a Chinese one whose words and sentences count only by Multi-IF's character rules (9
+characters; 5 sentences), and a Hindi one of two steps (`।` sentences, `“…”` quotation; its third
+prompt is the string `None`, skipped as Multi-IF skips it).
 """
 
 from __future__ import annotations

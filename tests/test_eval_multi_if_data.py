@@ -87,10 +87,10 @@ def test_unreadable_files_are_refused(tmp_path):
     lines = text.decode().splitlines(keepends=True)
     short = tmp_path / "short.csv"
     short.write_text(lines[0] + "a9,English\n", encoding="utf-8")
-    assert _refusal(load_rows, short) == f"{short}: row 1: 2 fields, but the header has 11"
+    assert _refusal(load_rows, short) == f"{short}: row 1: 2 fields, but the header has 14"
     long = tmp_path / "long.csv"
     long.write_text(lines[0] + lines[1].rstrip("\n") + ",extra\n", encoding="utf-8")
-    assert _refusal(load_rows, long) == f"{long}: row 1: 12 fields, but the header has 11"
+    assert _refusal(load_rows, long) == f"{long}: row 1: 15 fields, but the header has 14"
     parquet = tmp_path / "broken.parquet"
     parquet.write_bytes(b"PAR1 this is not a parquet file")
     assert _refusal(load_rows, parquet).startswith(f"{parquet}: not a readable parquet file (")
@@ -140,4 +140,4 @@ def test_cli_refuses_in_one_line(tmp_path):
     done = subprocess.run([*MULTI_IF, "score", f"--data={latin}", f"--responses={tmp_path / 'none.jsonl'}"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == f"error: {latin}: line 3: not valid UTF-8 (byte 808)\n"
+    assert done.stderr == f"error: {latin}: line 3: not valid UTF-8 (byte 841)\n"
