@@ -37,8 +37,11 @@ def _langdetect() -> Any:
     return langdetect
 
 
+@lru_cache(maxsize=4096)
 def detect_language(text: str) -> str | None:
-    """langdetect's code for `text` (`en`, `zh-cn`, `hi`, ...), or None when it finds no language."""
+    """langdetect's code for `text` (`en`, `zh-cn`, `hi`, ...), or None when it finds no language.
+
+    Cached: the strict check and the first loose variant, and both counters, ask about the same text."""
     langdetect = _langdetect()
     try:
         return langdetect.detect(text)
