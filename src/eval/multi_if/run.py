@@ -110,16 +110,16 @@ def run(
     limit = cli.optional_integer("limit", limit, minimum=1)
     selected = parse_languages(languages)
     rows = load_rows(data, selected)[:limit]
+    pipeline = build_config(
+        config,
+        {RESPONSE_ROLE: {"model": model, "base_url": base_url, "api_key_env": api_key_env,
+                         "temperature": temperature if temperature is not None or config else 0.0,
+                         "top_p": top_p, "max_tokens": max_tokens}},
+        concurrency,
+        Path(output_dir) / "cache",
+    )
+    role = pipeline.role(RESPONSE_ROLE)
     with exclusive_output(output_dir) as out:
-        pipeline = build_config(
-            config,
-            {RESPONSE_ROLE: {"model": model, "base_url": base_url, "api_key_env": api_key_env,
-                             "temperature": temperature if temperature is not None or config else 0.0,
-                             "top_p": top_p, "max_tokens": max_tokens}},
-            concurrency,
-            out / "cache",
-        )
-        role = pipeline.role(RESPONSE_ROLE)
         check_or_record(out, {
             "data_sha256": file_sha256(data),
             "model": role.model,
