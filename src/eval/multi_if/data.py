@@ -4,7 +4,8 @@ Multi-IF rows (CSV, JSONL or parquet, as its release has them) hold `key`, `lang
 as `English`, or a code) and, per step k = 1..3, `turn_k_prompt` (a JSON string `{"role": "user",
 "content": ...}`), `turn_k_instruction_id_list` and `turn_k_kwargs` (JSON strings or lists; each
 kwargs entry itself a JSON string or an object). A step whose prompt is absent, empty or the string
-`None` is skipped, as Multi-IF's scripts skip it. IFEval's `input_data.jsonl` (`key, prompt,
+`None` is skipped, as Multi-IF's scripts skip it; a step after a skipped one is refused (those
+scripts would ask it in a broken conversation). IFEval's `input_data.jsonl` (`key, prompt,
 instruction_id_list, kwargs`) is one step. Every instruction is checked to be checkable when the
 file is read, so a run never stops half-way for an instruction it cannot decide.
 """
