@@ -279,6 +279,16 @@ def _shown(argument: str) -> str:
     return argument.replace(f"{ROOT}{os.sep}", "")
 
 
+def _same_answers(paths: list[Path]) -> bool:
+    """Whether every run answered every turn with the same text."""
+    def answers(path: Path) -> dict:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {(str(row["system_id"]), row["turn"]): row["response"] for row in rows}
+
+    first, *others = (answers(path) for path in paths)
+    return all(other == first for other in others)
+
+
 def _start_judge(loop: Loop) -> subprocess.Popen:
     started = time.monotonic()
     argv = [sys.executable, "-m", "rpo.demo.judge_server", f"--port={loop.judge_port}"]
@@ -360,6 +370,10 @@ def run_loop(output_dir: str | Path = "out/e2e", size: str = "small", judge_port
                              "--json"], log_name="compare")
     comparison = json.loads((out / "logs" / "compare.log").read_text(encoding="utf-8"))
     print(format_table(comparison), flush=True)
+    if _same_answers([out / "eval" / name / "sysbench" / "responses.jsonl" for name in ("base", "dpo", "rpo")]):
+        loop.say(f"note: base, DPO and RPO gave the same answer to every turn: {shape.steps} steps from a random "
+                 "tiny model do not move its greedy replies. The loop ran end to end; what RPO does is shown by "
+                 "`make demo`, whose policy first learns the world")
     report = {"size": asdict(shape), "comparison": comparison,
               "timings_s": {step: round(seconds, 1) for step, seconds in loop.timings},
               "total_s": round(time.monotonic() - total, 1)}
