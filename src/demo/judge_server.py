@@ -33,13 +33,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import fire
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from rpo.demo.constraints import Constraint, parse
 from rpo.demo.rules import triggered
 from rpo.demo.world import ResponseWriter, make_query
+from rpo.utils import cli
 from rpo.utils.prompts import render_lang
 from rpo.utils.schema import ProfileCore
 
@@ -285,4 +285,4 @@ def main(port: int = 8011, host: str = "127.0.0.1", log_level: str = "warning") 
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -1,6 +1,6 @@
 """The whole RPO loop on this machine, through the toolkit's own commands: `make e2e`.
 
-    python -m rpo.demo.local_loop run [--output_dir=out/e2e] [--size=small|smallest] [--policy_port=8012]
+    python -m rpo.demo.local_loop run [--output_dir=out/e2e] [--size=small|smallest]
     python -m rpo.demo.local_loop world --output_dir=out/world [--profiles=12] [--eval_dialogues=8]
 
 `run` does what a user would do by hand, each step with the command a user would type:
@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from rpo.demo.world import ResponseWriter, make_profile, make_query
 from rpo.eval.compare import format_table
 from rpo.utils import cli
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error, write_json
-from rpo.utils.local_service import LocalService, free_port, is_healthy, start_service
+from rpo.utils.local_service import LocalService, ServiceError, free_port, is_healthy, start_service
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import ProfileCore, SystemProfile
 
@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MARKER = ".local_loop"  # marks an output folder this command made, so that a rerun may clear it
 EVAL_SEED_OFFSET = 10_000
-STRADDLED_LIMITS = (10, 14)  # word limits near the length of a random tiny model's replies  # held-out profiles come from another seed stream than the training ones
+STRADDLED_LIMITS = (10, 14)
+PORT_ATTEMPTS = 3  # a free port can be taken by another program before a server binds it  # word limits near the length of a random tiny model's replies  # held-out profiles come from another seed stream than the training ones
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,9 @@ def _write_text(path: Path, text: str) -> None:
 class Loop:
     """One run of the loop in `out`: steps, their logs and timings, the servers it started."""
 
-    def __init__(self, out: Path, size: LoopSize, judge_port: int, policy_port: int, quiet: bool):
+    def __init__(self, out: Path, size: LoopSize, quiet: bool):
         self.out = out
         self.size = size
-        self.judge_port = judge_port
-        self.policy_port = policy_port
         self.quiet = quiet
         self.timings: list[tuple[str, float]] = []
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -199,30 +198,38 @@ class Loop:
     def python(self, step: str, script: str, *args: str, log_name: str | None = None) -> None:
         self.command(step, [sys.executable, script, *args], log_name)
 
-    def pipeline_configs(self) -> dict[str, Path]:
-        """The shipped local configs with this run's ports and a cache inside the run folder."""
+    def pipeline_configs(self, judge_port: int) -> dict[str, Path]:
+        """The shipped local configs with the rule server's port and a cache inside the run folder
+        (the policy's port is filled in by `policy_config` for each policy server)."""
         written = {}
         for name in ("local", "local_selfplay"):
             raw = yaml.safe_load((ROOT / "conf" / "pipeline" / f"{name}.yaml").read_text(encoding="utf-8"))
             raw["cache_dir"] = str(self.out / "cache")
-            raw["default"]["base_url"] = f"http://127.0.0.1:{self.judge_port}/v1"
-            response = raw["roles"]["response"]
-            if "base_url" in response:
-                response["base_url"] = f"http://127.0.0.1:{self.policy_port}/v1"
+            raw["default"]["base_url"] = f"http://127.0.0.1:{judge_port}/v1"
             written[name] = self.out / "conf" / f"{name}.yaml"
             _write_text(written[name], yaml.safe_dump(raw, sort_keys=False))
         return written
 
-    def serve_policy(self, model: Path, adapter: Path | None, name: str, port: int) -> LocalService:
-        """`local_service.py start --backend=llamafactory`: the model (with an adapter) as `policy`."""
+    def serve_policy(self, model: Path, adapter: Path | None, name: str) -> LocalService:
+        """`local_service.py start --backend=llamafactory`: the model (with an adapter) as `policy`,
+        on a port free at that moment (another, when something takes it first)."""
         started = time.monotonic()
         what = f"{model.name} + adapter {adapter.name}" if adapter else model.name
-        self.say(f"serve {name}: python src/utils/local_service.py start --backend=llamafactory ({what}, port {port})")
-        service = start_service("llamafactory", str(model), port=port, name=f"e2e-{name}",
-                                template="chatml", served_model_name="policy", adapter=str(adapter) if adapter else None,
-                                state_dir=self.out / "services", timeout_s=300)
-        self.timings.append((f"serve {name}", time.monotonic() - started))
-        return service
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = free_port()
+            self.say(f"serve {name}: python src/utils/local_service.py start --backend=llamafactory ({what}, "
+                     f"port {port})")
+            try:
+                service = start_service("llamafactory", str(model), port=port, name=f"e2e-{name}", template="chatml",
+                                        served_model_name="policy", adapter=str(adapter) if adapter else None,
+                                        state_dir=self.out / "services", timeout_s=300)
+            except ServiceError as err:
+                if attempt < PORT_ATTEMPTS and "already in use" in str(err).lower():
+                    continue
+                raise LoopError(f"serve {name} failed: {' '.join(str(err).split())[:400]}") from None
+            self.timings.append((f"serve {name}", time.monotonic() - started))
+            return service
+        raise AssertionError("unreachable")
 
     def train(self, methods: list[str], model: Path, data: Path) -> dict[str, Path]:
         """Train every method at once, one CPU thread each; returns the adapters' folders."""
@@ -279,6 +286,12 @@ def _shown(argument: str) -> str:
     return argument.replace(f"{ROOT}{os.sep}", "")
 
 
+def _keep(services: dict[str, LocalService], name: str, future: Future) -> None:
+    """Record a server that started, so that it is stopped even when another step failed meanwhile."""
+    if not future.cancelled() and future.exception() is None:
+        services[name] = future.result()
+
+
 def _same_answers(paths: list[Path]) -> bool:
     """Whether every run answered every turn with the same text."""
     def answers(path: Path) -> dict:
@@ -289,20 +302,28 @@ def _same_answers(paths: list[Path]) -> bool:
     return all(other == first for other in others)
 
 
-def _start_judge(loop: Loop) -> subprocess.Popen:
+def _start_judge(loop: Loop) -> tuple[subprocess.Popen, int]:
+    """The rule roles' server on a port free at that moment (another, when something takes it first)."""
     started = time.monotonic()
-    argv = [sys.executable, "-m", "rpo.demo.judge_server", f"--port={loop.judge_port}"]
-    loop.say(f"serve the rule roles: python -m rpo.demo.judge_server --port={loop.judge_port}")
-    log = open(loop.out / "logs" / "judge_server.log", "wb")  # noqa: SIM115 - the process keeps it
-    proc = subprocess.Popen(argv, cwd=ROOT, env=loop.env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{loop.judge_port}/v1"
-    while not is_healthy(url, timeout_s=1.0):
-        if proc.poll() is not None or time.monotonic() - started > 60:
-            proc.kill()
-            raise LoopError(f"the rule roles' server did not start; its output: {loop.out / 'logs' / 'judge_server.log'}")
-        time.sleep(0.1)
-    loop.timings.append(("serve the rule roles", time.monotonic() - started))
-    return proc
+    log_path = loop.out / "logs" / "judge_server.log"
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        loop.say(f"serve the rule roles: python -m rpo.demo.judge_server --port={port}")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "rpo.demo.judge_server", f"--port={port}"], cwd=ROOT,
+                                    env=loop.env, stdout=log, stderr=subprocess.STDOUT)
+        while not is_healthy(f"http://127.0.0.1:{port}/v1", timeout_s=1.0):
+            if proc.poll() is not None or time.monotonic() - started > 60:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.1)
+        else:
+            loop.timings.append(("serve the rule roles", time.monotonic() - started))
+            return proc, port
+        if attempt == PORT_ATTEMPTS or "already in use" not in log_path.read_text(errors="replace").lower():
+            raise LoopError(f"the rule roles' server did not start; its output: {log_path}")
+    raise AssertionError("unreachable")
 
 
 def _prepare(out: Path) -> None:
@@ -316,52 +337,55 @@ def _prepare(out: Path) -> None:
     (out / "logs").mkdir()
 
 
-def run_loop(output_dir: str | Path = "out/e2e", size: str = "small", judge_port: int | None = None,
-             policy_port: int | None = None, quiet: bool = False, seed: int = 0) -> dict:
+def run_loop(output_dir: str | Path = "out/e2e", size: str = "small", quiet: bool = False, seed: int = 0) -> dict:
     """Run every step (see the module docstring); returns the comparison and the timings."""
     if size not in SIZES:
         raise InputError(f"--size: expected one of {', '.join(SIZES)}, got {size!r}")
     shape = SIZES[size]
     out = Path(output_dir).resolve()
     _prepare(out)
-    loop = Loop(out, shape, judge_port or free_port(), policy_port or free_port(), quiet)
+    loop = Loop(out, shape, quiet)
     total = time.monotonic()
     world = write_world(out / "world", shape.profiles, shape.eval_dialogues, shape.eval_turns, seed)
     loop.say(f"world: {shape.profiles} profiles, {shape.eval_dialogues} held-out dialogues of {shape.eval_turns} "
              f"turns -> {_shown(str(out / 'world'))}")
-    configs = loop.pipeline_configs()
     model = out / "models" / "tiny"
     data = out / "data"
     loop.python("build the tiny model", "src/utils/tiny_model.py", str(model), f"--texts={world['texts']}",
                 "--vocab_size=1024", log_name="tiny_model")
-    judge = _start_judge(loop)
-    services: list[LocalService] = []
+    judge, judge_port = _start_judge(loop)
+    configs = loop.pipeline_configs(judge_port)
+    services: dict[str, LocalService] = {}
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:  # the policy server starts while self-play runs
-            base = pool.submit(loop.serve_policy, model, None, "base", loop.policy_port)
+            base = pool.submit(loop.serve_policy, model, None, "base")
+            base.add_done_callback(lambda future: _keep(services, "base", future))
             loop.python("self-play", "src/dsc/sft_data_construction.py", f"--profiles={world['profiles']}",
                         f"--config={configs['local_selfplay']}", f"--sessions_path={data / 'sessions.jsonl'}",
                         f"--output_dir={data}", f"--max_turns={shape.turns}", "--n_candidates=2")
-            services.append(base.result())
-        loop.python("sample and judge", "src/dsc/dpo_data_construction.py", f"--config={configs['local']}",
+            base.result()
+        local = loop.policy_config(configs["local"], services["base"].state.port, "base")
+        loop.python("sample and judge", "src/dsc/dpo_data_construction.py", f"--config={local}",
                     f"--sessions_path={data / 'sessions.jsonl'}", f"--detail_path={data / 'detail.jsonl'}",
                     f"--output_dir={data}", f"--n={shape.samples}")
-        loop.evaluate("base", world["eval"], configs["local"])
-        services.pop().stop()
+        loop.evaluate("base", world["eval"], local)
+        services.pop("base").stop()
         loop.python("RPO pairs", "src/dsc/rpo_data_construction.py", f"--detail_path={data / 'detail.jsonl'}",
                     f"--output_dir={data}", "--dataset_name=rpo")
         adapters = loop.train(["dpo", "rpo"], model, data)
-        # Both tuned models are served and evaluated at once, each on its own port.
-        ports = {"dpo": loop.policy_port, "rpo": free_port()}
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            started = [pool.submit(loop.serve_policy, model, adapters[m], m, ports[m]) for m in adapters]
-            services += [future.result() for future in started]
+        with ThreadPoolExecutor(max_workers=2) as pool:  # both tuned models served and evaluated at once
+            starting = {m: pool.submit(loop.serve_policy, model, adapters[m], m) for m in adapters}
+            for method, future in starting.items():
+                future.add_done_callback(lambda done, m=method: _keep(services, m, done))
+            for future in starting.values():
+                future.result()
             evaluations = [pool.submit(loop.evaluate, m, world["eval"],
-                                       loop.policy_config(configs["local"], ports[m], m), True) for m in adapters]
+                                       loop.policy_config(configs["local"], services[m].state.port, m), True)
+                           for m in adapters]
             for future in evaluations:
                 future.result()
     finally:
-        for service in services:
+        for service in services.values():
             service.stop()
         judge.terminate()
         judge.wait(timeout=30)
@@ -384,11 +408,10 @@ def run_loop(output_dir: str | Path = "out/e2e", size: str = "small", judge_port
 
 
 @exit_on_input_error
-def run(output_dir: str = "out/e2e", size: str = "small", judge_port: int | None = None,
-        policy_port: int | None = None, quiet: bool = False, seed: int = 0) -> None:
+def run(output_dir: str = "out/e2e", size: str = "small", quiet: bool = False, seed: int = 0) -> None:
     """Run the loop; a failed step stops it with one line naming the step and its log."""
     try:
-        run_loop(output_dir, size, judge_port, policy_port, quiet, seed)
+        run_loop(output_dir, size, quiet, seed)
     except LoopError as err:
         print(f"[e2e] error: {err}", file=sys.stderr)
         sys.exit(1)
