@@ -116,13 +116,17 @@ def _verdicts(rules: list[str], query: str, response: str) -> list[dict[str, Any
 
 
 def _judge(prompt: str, n: int) -> list[str]:
-    rules = _numbered_rules(_between(prompt, "rules"))
-    query, response = _between(prompt, "query"), _between(prompt, "response")
+    rules = _numbered_rules(_between(prompt, "rules", last=True))
+    # The reply may hold any text, tags included: it ends at the last closing tag before the rules.
+    head = prompt[:prompt.rfind("<rules>\n")]
+    query = _between(head, "query")
+    start = head.find("<response>\n", head.find("\n</query>")) + len("<response>\n")
+    response = head[start:head.rfind("\n</response>")]
     return [json.dumps(_verdicts(rules, query, response), ensure_ascii=False)] * n
 
 
 def _trigger(prompt: str, n: int) -> list[str]:
-    rules = _numbered_rules(_between(prompt, "rules"))
+    rules = _numbered_rules(_between(prompt, "rules", last=True))
     for text in rules:
         _constraint(text)
     numbers = [k + 1 for k in triggered(rules, _between(prompt, "query"))]
@@ -169,12 +173,12 @@ def _refine(prompt: str, n: int) -> list[str]:
 
 
 def _sysbench_judge(prompt: str, n: int) -> list[str]:
-    turn = prompt.split("# The turn to evaluate", 1)
+    turn = prompt.rsplit("# The turn to evaluate", 1)
     if len(turn) != 2:
         raise UnanswerableRequest("the SysBench prompt has no turn to evaluate")
     query, response = _between(turn[1], "user"), _between(turn[1], "assistant")
     verdicts = {}
-    for number, content, _kind in _CRITERION.findall(_between(prompt, "criteria")):
+    for number, content, _kind in _CRITERION.findall(_between(prompt, "criteria", last=True)):
         verdicts[number] = "是" if _constraint(content).check(query, response) else "否"
     if not verdicts:
         raise UnanswerableRequest("the SysBench prompt lists no criteria")
