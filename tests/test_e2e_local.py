@@ -196,3 +196,21 @@ def test_smallest_loop_runs_every_step_and_its_outputs_agree_with_the_checkers(t
     tracked_after = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                    capture_output=True, text=True, check=True).stdout
     assert tracked_after == tracked_before  # the run changed no tracked file
+
+
+def test_tiny_model_tokenizer_learns_the_users_texts(tmp_path):
+    from rpo.utils.io import InputError
+    from rpo.utils.tiny_model import read_texts, train_tokenizer
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('"the marmalade volcano speaks"\n{"text": "a marmalade volcano"}\n\n' * 40, encoding="utf-8")
+    assert read_texts(texts)[:2] == ["the marmalade volcano speaks", "a marmalade volcano"]
+    tokenizer = train_tokenizer(read_texts(texts), vocab_size=300)
+    assert len(tokenizer.tokenize(" marmalade")) == 1  # learned as one token
+    plain = tmp_path / "texts.txt"
+    plain.write_text("one text a line\nanother one\n", encoding="utf-8")
+    assert read_texts(plain) == ["one text a line", "another one"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"fine"\n{"title": "no text field"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.jsonl: line 2: expected a JSON string or an object with a text field"):
+        read_texts(bad)
