@@ -182,6 +182,9 @@ def test_a_missing_key_is_named_with_its_role_before_any_call(server, monkeypatc
 
 def test_a_host_that_does_not_resolve_is_refused_at_once(monkeypatch):
     monkeypatch.setenv("RPO_TEST_KEY", "sk-anything")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
     config = make_config("https://llm.example.invalid/v1", max_retries=60, retry_base_s=1.0)
     started = time.monotonic()
     with pytest.raises(InputError) as err:
@@ -199,3 +202,12 @@ def test_a_name_resolution_failure_during_a_request_is_not_retried():
     assert not _retryable(err)
     assert _describe(err, lambda text: text).startswith(
         "host name does not resolve: https://llm.example.invalid/v1/chat/completions (gaierror: ")
+
+
+def test_behind_a_proxy_the_host_is_left_to_the_proxy(monkeypatch):
+    """Through a proxy, this machine need not resolve the name: nothing is refused up front."""
+    monkeypatch.setenv("RPO_TEST_KEY", "sk-anything")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    LLMClient(make_config("https://llm.example.invalid/v1"), roles=["judge"])  # no InputError

@@ -45,6 +45,7 @@ import math
 import os
 import re
 import socket
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self
@@ -163,6 +164,8 @@ def _check_host(role: str, url: str) -> None:
         return
     except ValueError:
         pass
+    if urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return  # a proxy resolves the name, not this machine
     problem = _host_problem(host, parsed.port or (443 if parsed.scheme == "https" else 80))
     if problem:
         raise InputError(f"role {role!r}: the host of {url} does not resolve ({problem}); check base_url")
