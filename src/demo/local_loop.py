@@ -296,7 +296,7 @@ def _same_answers(paths: list[Path]) -> bool:
     """Whether every run answered every turn with the same text."""
     def answers(path: Path) -> dict:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return {(str(row["system_id"]), row["turn"]): row["response"] for row in rows}
+        return {(str(row.get("system_id")), row.get("turn")): row.get("response") for row in rows}
 
     first, *others = (answers(path) for path in paths)
     return all(other == first for other in others)
