@@ -1,4 +1,4 @@
-# The two README commands: `make demo` and `make test` (both run `make setup` first).
+# The README commands: `make demo`, `make e2e` and `make test` (each runs `make setup` first).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.setup-stamp$(if $(EXTRAS),-$(EXTRAS))
 SETUP_INPUTS := requirements.txt requirements-dev.txt requirements-gpu.txt pyproject.toml \
 	LLaMA-Factory/pyproject.toml LLaMA-Factory/hatch_build.py LLaMA-Factory/rpo_llamafactory.pth
 
-.PHONY: setup demo test browser clean
+.PHONY: setup demo e2e test browser clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ browser:
 
 demo: setup
 	$(BIN)/python -m rpo.demo.run $(if $(QUICK),--quick)
+
+# The whole loop on local servers (tiny model, rule roles, data stages, CPU training, SysBench-style
+# evaluation, comparison) into out/e2e; E2E_SIZE=smallest is the test suite's size.
+E2E_SIZE ?= small
+e2e: setup
+	$(BIN)/python -m rpo.demo.local_loop run --size=$(E2E_SIZE) --output_dir=out/e2e
 
 test: setup browser
 	$(BIN)/python -m pytest -q

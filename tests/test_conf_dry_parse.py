@@ -41,12 +41,17 @@ def test_every_training_yaml_is_covered():
 
 def dry_parse(path: Path, tmp_path: Path):
     from llamafactory.hparams import get_train_args
+    from rpo_llamafactory.patch import looks_local
 
     config = yaml.safe_load(path.read_text())
     deepspeed = config.pop("deepspeed", None)
     if deepspeed:
         json.loads((REPO / deepspeed).read_text())
     config.setdefault("model_name_or_path", "placeholder/model")
+    if looks_local(config["model_name_or_path"]):  # a local model this machine lacks: training refuses those
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "config.json").write_text("{}")
+        config["model_name_or_path"] = str(tmp_path / "model")
     config.setdefault("output_dir", str(tmp_path / "out"))
     config["use_cpu"] = True
     return config, get_train_args(config)

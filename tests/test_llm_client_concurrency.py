@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import pytest
 from rpo.utils.llm.concurrency import bounded_map
@@ -77,3 +78,54 @@ def test_rejects_bad_concurrency():
 
     with pytest.raises(ValueError, match="concurrency must be >= 1"):
         collect(work, [1], concurrency=0)
+
+
+class RecordingBar:
+    """Stands in for tqdm: what the bar was told."""
+
+    made: ClassVar[list[RecordingBar]] = []
+
+    def __init__(self, **options):
+        self.options, self.n = options, 0
+        RecordingBar.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+
+async def _echo(item):
+    await asyncio.sleep(0)
+    return item
+
+
+def _bar(monkeypatch, items, **options) -> RecordingBar:
+    from rpo.utils.llm import concurrency
+
+    RecordingBar.made = []
+    monkeypatch.setattr(concurrency, "tqdm", RecordingBar)
+
+    async def go():
+        return [pair async for pair in bounded_map(_echo, items, 2, desc="sysbench", **options)]
+
+    asyncio.run(go())
+    [bar] = RecordingBar.made
+    return bar
+
+
+def test_progress_counts_the_users_unit_with_a_total(monkeypatch):
+    dialogues = [["q1", "q2", "q3"], ["q1"], ["q1", "q2"]]
+    bar = _bar(monkeypatch, dialogues, unit="turn", weight=len)
+    assert (bar.options["unit"], bar.options["total"], bar.n) == ("turn", 6, 6)
+
+
+def test_progress_of_a_lazy_input_takes_its_total(monkeypatch):
+    bar = _bar(monkeypatch, (d for d in [["a", "b"], ["c"]]), unit="turn", weight=len, total=3)
+    assert (bar.options["total"], bar.n) == (3, 3)
+    bar = _bar(monkeypatch, ["x", "y"])
+    assert (bar.options["unit"], bar.options["total"], bar.n) == ("item", 2, 2)

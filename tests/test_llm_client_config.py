@@ -130,7 +130,7 @@ def test_shipped_configs_exist():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_configs_list_only_roles_the_stages_ask_for(path):
-    assert set(PipelineConfig.load(path).roles) <= {"profile", "user", "response", "judge", "critic", "reverse"}
+    assert set(PipelineConfig.load(path).roles) <= {"profile", "user", "response", "judge", "critic", "reverse", "trigger"}
 
 
 def test_paper_config_has_the_papers_choices():

@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -66,8 +68,45 @@ def unknown_key_message(unknown: list[str], known: list[str], source: str) -> st
     return f"{source}: unknown {noun} {', '.join(described)}"
 
 
+HUB_RESERVED_OWNERS = {"models", "datasets", "spaces", "docs", "api"}
+"""First path parts that the Hugging Face Hub keeps for its own pages: `models/X` is never a hub id."""
+
+
+def looks_local(name: str) -> bool:
+    """Whether `model_name_or_path` names a folder on this machine rather than a hub repository
+    (`owner/name` or a bare `name`)."""
+    if name.startswith(("/", "./", "../", "~")) or "\\" in name or name.count("/") >= 2:
+        return True
+    owner = name.split("/", 1)[0]
+    return "/" in name and (owner in HUB_RESERVED_OWNERS or Path(owner).is_dir())
+
+
+def model_path_problem(name: Any) -> str | None:
+    """Why `model_name_or_path` cannot be loaded, when that is known before loading: a local-looking
+    path that does not exist or holds no model, or (with HF_HUB_OFFLINE=1) a hub id not in the cache."""
+    if not isinstance(name, str) or not name:
+        return None
+    path = Path(name).expanduser()
+    fix = (f"build a tiny one with `python src/utils/tiny_model.py {name}`, or download one, e.g. "
+           f"`hf download Qwen/Qwen2.5-0.5B-Instruct --local-dir {name}`")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return f"model_name_or_path {name!r} is a folder without a model (no config.json): {fix}"
+        return None
+    if looks_local(name):
+        return f"model_name_or_path {name!r} does not exist: {fix}"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return (f"model_name_or_path {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                    f"is set: download it first, or give a local folder")
+    return None
+
+
 def patch_arg_parser(module: ModuleType) -> None:
-    """Refuse unknown config keys in one line that names the nearest valid key (upstream: a traceback)."""
+    """Refuse unknown config keys in one line that names the nearest valid key (upstream: a traceback),
+    and a model path that does not exist (upstream: a minute of hub retries, then a traceback)."""
     install_excepthook()
     original_parse_args = module._parse_args
 
@@ -79,6 +118,8 @@ def patch_arg_parser(module: ModuleType) -> None:
             unknown = sorted(set(args) - set(known))
             if unknown:
                 raise RPOError(unknown_key_message(unknown, known, source))
+        if isinstance(args, dict) and (problem := model_path_problem(args.get("model_name_or_path"))):
+            raise RPOError(f"{source}: {problem}")
         return original_parse_args(parser, args, allow_extra_keys)
 
     module._parse_args = _parse_args

@@ -59,7 +59,9 @@ def sample_and_judge(
     trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
 
     async def run() -> tuple[SamplingStats, list[str]]:
-        async with LLMClient(pipeline) as client:
+        roles = ["response", "judge", "reverse", *([trigger_role] if trigger_role else []),
+                 *(["critic"] if refine_threshold is not None else [])]
+        async with LLMClient(pipeline, roles=roles) as client:  # keys and hosts checked before any call
             judge = LLMJudge(client, lang=lang)
             reverser = LLMReverser(client, lang=lang)
             refiner = LLMRefiner(client, lang=lang) if refine_threshold is not None else None

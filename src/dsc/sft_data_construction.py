@@ -93,7 +93,8 @@ def main(
         trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
 
         async def run() -> tuple[SelfPlayStats, JudgeStats, TriggerStats | None, str]:
-            async with LLMClient(pipeline) as client:
+            roles = ["user", "response", "judge", "critic", *([trigger_role] if trigger_role else [])]
+            async with LLMClient(pipeline, roles=roles) as client:  # keys and hosts checked before any call
                 result = await run_self_play(
                     profile_list,
                     user_list,

@@ -1,16 +1,24 @@
 """Build a tiny random Llama model and a tokenizer trained on the spot.
 
+    python src/utils/tiny_model.py out/models/tiny [--texts=my_texts.jsonl] [--vocab_size=1024]
+        [--hidden_size=64] [--num_layers=2] [--seed=0]
+
 No weights can be downloaded in tests or in the offline demo, so they build their models here:
 a byte-level BPE tokenizer trained on the given texts (a second) and a randomly initialised small
 Llama that LLaMA-Factory trains on CPU in seconds. Use it with LLaMA-Factory's `template: chatml`.
+`--texts` trains the tokenizer on your own texts: a `.jsonl` file holds one JSON string, or one
+object with a `text` field, per line; any other file one text per line. Without it a few built-in
+sentences are used, which leaves most words split into bytes.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
-import fire
+from rpo.utils import cli
+from rpo.utils.io import InputError, exit_on_input_error, iter_lines
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (
@@ -90,11 +98,42 @@ def build_tiny_model(
     return output_dir
 
 
-def main(output_dir: str, vocab_size: int = 512, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> str:
-    """CLI: `python -m rpo.utils.tiny_model OUTPUT_DIR` builds a tiny model for experiments."""
-    return str(build_tiny_model(output_dir, vocab_size=vocab_size, hidden_size=hidden_size,
-                                num_layers=num_layers, seed=seed))
+def read_texts(path: str | Path) -> list[str]:
+    """The texts of `path` (see the module docstring); a bad line is one `InputError` naming it."""
+    jsonl = Path(path).name.removesuffix(".gz").endswith(".jsonl")
+    texts = []
+    for lineno, line in iter_lines(path):
+        if not jsonl:
+            texts.append(line.rstrip("\n"))
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg})") from None
+        text = value.get("text") if isinstance(value, dict) else value
+        if not isinstance(text, str):
+            raise InputError(f"{path}: line {lineno}: expected a JSON string or an object with a text field")
+        texts.append(text)
+    if not texts:
+        raise InputError(f"{path}: no texts (the file is empty or holds only blank lines)")
+    return texts
+
+
+@exit_on_input_error
+def main(output_dir: str, texts: str | None = None, vocab_size: int = 512, hidden_size: int = 64,
+         num_layers: int = 2, seed: int = 0) -> None:
+    """Build a tiny model in OUTPUT_DIR (its tokenizer trained on `--texts` when given)."""
+    minimum = 256 + len(SPECIAL_TOKENS)  # the byte alphabet and the special tokens
+    vocab_size = cli.integer("vocab_size", vocab_size, minimum=minimum)
+    hidden_size = cli.integer("hidden_size", hidden_size, minimum=4)
+    num_layers = cli.integer("num_layers", num_layers, minimum=1)
+    if hidden_size % 4:
+        raise InputError(f"--hidden_size: must be a multiple of the 4 attention heads, got {hidden_size}")
+    corpus = read_texts(texts) if texts is not None else None
+    path = build_tiny_model(output_dir, corpus, vocab_size=vocab_size, hidden_size=hidden_size,
+                            num_layers=num_layers, seed=seed)
+    print(f"tiny model written to {path} (template: chatml)")
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -4,8 +4,16 @@ Why each part is here:
 - roles map to OpenAI-compatible endpoints through `PipelineConfig`, so an API model, a local
   `vllm serve` and `llamafactory-cli api` are interchangeable; a role with several URLs sends each
   request to the one with the fewest requests in flight, so sampling spreads over every server;
-- requests go through the SDK's own path, `AsyncOpenAI.chat.completions.create`, on its aiohttp
-  HTTP client (`openai.DefaultAioHttpClient`), which holds up best with many requests in flight;
+- requests go through the SDK, on its aiohttp HTTP client (`openai.DefaultAioHttpClient`), which
+  holds up best with many requests in flight, by its documented request method for a body the
+  caller builds, `AsyncOpenAI.post("/chat/completions", body=..., cast_to=ChatCompletion)` (the
+  SDK README's "custom requests"): the same transport, errors and response parsing as
+  `chat.completions.create`, without its walk of every message through the SDK's message types,
+  which costs about 0.55 ms of CPU per five-turn request and held evaluation runs back (numbers in
+  the README); the body sent is exactly the one the cache key is computed from;
+- before a role's first request (or at construction, for the `roles` a run names) its key and its
+  hosts are checked: a missing key names the role and the variable, a host that does not resolve
+  is refused at once instead of being retried;
 - a global semaphore bounds the requests in flight (rate limits, local server capacity);
 - 429/5xx/timeouts/connection errors and answers that are not a chat completion are retried by
   `tenacity` with exponential backoff and jitter, honouring `Retry-After` (the SDK's own retries
@@ -19,7 +27,8 @@ Why each part is here:
 
 API keys are read from the environment by the SDK's key provider at each request and go only into
 the request's Authorization header. Every message the client raises or logs is scrubbed of them,
-since a server may echo the header back in its error body. A request that fails for good raises
+since a server may echo the header back in its error body; the scrub runs before a long message is
+cut short, and any run of a key's first 8 or more characters is masked as well. A request that fails for good raises
 `LLMError` with one line naming the role, model, endpoint and cause, so a stage can record the item
 as failed and go on.
 """
@@ -27,6 +36,7 @@ as failed and go on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import json
@@ -34,7 +44,9 @@ import logging
 import math
 import os
 import re
-from collections.abc import Awaitable, Callable
+import socket
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlparse
@@ -51,6 +63,7 @@ OPENAI_URL = "https://api.openai.com/v1"
 _ROLE_FIELDS = {"model", "temperature", "top_p", "max_tokens", "timeout_s", "extra_body"}
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;)\]}]+")
 _MESSAGE_CHARS = 300  # of a server's error message, in LLMError text
+_KEY_PREFIX_CHARS = 8  # a run of this many leading characters of a key is masked wherever it appears
 log = logging.getLogger(__name__)
 
 
@@ -89,13 +102,12 @@ class _Endpoint:
 
 @dataclass
 class _Plan:
-    """How a role's requests are made: endpoints, the SDK arguments, limits and prices."""
+    """How a role's requests are made: endpoints, the JSON body's settings, limits and prices."""
 
     role: str
     urls: list[str]
     api_key_env: str | None
-    arguments: dict[str, Any]  # for `chat.completions.create`, without messages and n
-    body: dict[str, Any]  # the same settings as the JSON body sends them: what the cache key holds
+    body: dict[str, Any]  # the request's JSON body without messages and n: also what the cache key holds
     timeout_s: float
     price: tuple[float, float]
 
@@ -124,7 +136,44 @@ def _is_loopback(base_url: str) -> bool:
         return False
 
 
+def _check_key(role: str, url: str, api_key_env: str | None) -> None:
+    if api_key_env and not os.environ.get(api_key_env) and not _is_loopback(url):
+        raise InputError(
+            f"role {role!r}: environment variable {api_key_env} is not set (needed for {url}); export it, "
+            "or point the role at a local server"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _host_problem(host: str, port: int) -> str | None:
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return err.strerror or str(err)
+    return None
+
+
+def _check_host(role: str, url: str) -> None:
+    """A host name that does not resolve is refused at once: no retries can make it resolve."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    if _is_loopback(url):
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return  # a proxy resolves the name, not this machine
+    problem = _host_problem(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+    if problem:
+        raise InputError(f"role {role!r}: the host of {url} does not resolve ({problem}); check base_url")
+
+
 def _retryable(err: BaseException) -> bool:
+    if _unresolvable(err):
+        return False
     if isinstance(err, openai.APIConnectionError | _MalformedResponse):  # includes APITimeoutError
         return True
     if isinstance(err, openai.APIStatusError):
@@ -150,21 +199,47 @@ def _one_line(text: str, limit: int = _MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _describe(err: BaseException) -> str:
-    """What went wrong, on one line, naming the URL asked."""
+def _root_cause(err: BaseException) -> BaseException:
+    root = err
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__  # type: ignore[assignment]
+    return root
+
+
+def _unresolvable(err: BaseException) -> bool:
+    """Whether a connection failed because the host name does not resolve (retrying cannot help)."""
+    return isinstance(err, openai.APIConnectionError) and isinstance(_root_cause(err), socket.gaierror)
+
+
+def _describe(err: BaseException, scrub: Callable[[str], str]) -> str:
+    """What went wrong, on one line, naming the URL asked. Server text is scrubbed with `scrub`
+    before it is cut short, so that a cut never leaves part of a key that the scrub would have caught."""
     if isinstance(err, openai.APIStatusError):
         body = err.body.get("error", err.body) if isinstance(err.body, dict) else err.body
         message = body.get("message") if isinstance(body, dict) else body
-        detail = f": {_one_line(str(message))}" if message else ""
+        detail = f": {_one_line(scrub(str(message)))}" if message else ""
         return f"HTTP {err.status_code} from {err.request.url}{detail}"
     if isinstance(err, openai.APIConnectionError):
-        root: BaseException = err
-        while root.__cause__ is not None or root.__context__ is not None:
-            root = root.__cause__ or root.__context__  # type: ignore[assignment]
+        root = _root_cause(err)
         what = "timed out" if isinstance(err, openai.APITimeoutError) else "connection failed"
-        detail = f" ({type(root).__name__}: {_one_line(str(root))})" if root is not err and str(root) else ""
+        if _unresolvable(err):
+            what = "host name does not resolve"
+        detail = f" ({type(root).__name__}: {_one_line(scrub(str(root)))})" if root is not err and str(root) else ""
         return f"{what}: {err.request.url}{detail}"
-    return _one_line(str(err))
+    return _one_line(scrub(str(err)))
+
+
+def _mask_prefixes(text: str, secret: str) -> str:
+    """`text` with every run of at least `_KEY_PREFIX_CHARS` leading characters of `secret` masked."""
+    head = secret[:_KEY_PREFIX_CHARS]
+    start = text.find(head)
+    while start != -1:
+        end = start + _KEY_PREFIX_CHARS
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        text = text[:start] + "***" + text[end:]
+        start = text.find(head, start + 3)
+    return text
 
 
 def _safe_text(text: str) -> str:
@@ -194,7 +269,9 @@ def _parse(completion: Any, url: str) -> tuple[list[str], int, int]:
 class LLMClient:
     """Chat completions for named roles, with bounded concurrency, retries, caching and usage."""
 
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, roles: Iterable[str] = ()):
+        """`roles`: the roles the run will use, checked now (see `check_roles`); any other role is
+        checked before its first request."""
         self.config = config
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._endpoints: dict[tuple[str, str | None], _Endpoint] = {}
@@ -205,6 +282,22 @@ class LLMClient:
         self._secrets: set[str] = set()  # every key read, scrubbed from messages
         self._turn = itertools.count()  # breaks ties between equally busy endpoints
         self._backoff = tenacity.wait_random_exponential(multiplier=config.retry_base_s, max=config.retry_max_s)
+        self._checked: set[str] = set()  # roles whose endpoints and keys were checked
+        self.check_roles(roles)
+
+    def check_roles(self, roles: Iterable[str]) -> None:
+        """Before any call: every role is configured, has its API key in the environment (unless its
+        endpoints are on this machine), and names hosts that resolve; else `InputError`, one line
+        naming the role and the variable or host. Checking up front means a run does not stop
+        halfway, after the model has answered, for want of the judge's key."""
+        for role in roles:
+            if role in self._checked:
+                continue
+            settings = self.config.role(role)
+            for url in settings.base_urls or [OPENAI_URL]:
+                _check_key(role, url, settings.api_key_env)
+                _check_host(role, url)
+            self._checked.add(role)
 
     async def chat(self, role: str, messages: list[dict], n: int = 1, **overrides: Any) -> ChatResult:
         """`n` replies from `role` to `messages`; `overrides` replace the role's settings for this call.
@@ -283,14 +376,10 @@ class LLMClient:
         if merged["top_p"] is not None:
             settings["top_p"] = merged["top_p"]
         passed = {k: v for k, v in overrides.items() if k not in _ROLE_FIELDS}
-        arguments = {**settings, **passed}
-        if merged["extra_body"]:
-            arguments["extra_body"] = merged["extra_body"]
         return _Plan(
             role=role_name,
             urls=role.base_urls or [OPENAI_URL],
             api_key_env=role.api_key_env,
-            arguments=arguments,
             body={**settings, **merged["extra_body"], **passed},
             timeout_s=merged["timeout_s"],
             price=(role.price_per_1k_input, role.price_per_1k_output),
@@ -329,15 +418,23 @@ class LLMClient:
         return min(endpoints[start:] + endpoints[:start], key=lambda endpoint: endpoint.in_flight)
 
     def _scrub(self, text: str) -> str:
-        """`text` with every API key this client has read, and any bearer token, masked."""
+        """`text` with every API key this client has read, and any bearer token, masked.
+
+        Any run of a key's first characters (at least `_KEY_PREFIX_CHARS`) is masked too, so that a
+        key cut short by a server or a proxy before it reached us is not left half readable.
+        """
         for secret in self._secrets:
             text = text.replace(secret, "***")
+            if len(secret) >= _KEY_PREFIX_CHARS:
+                text = _mask_prefixes(text, secret)
         return _BEARER.sub(r"\1***", text)
 
     # -- calls -----------------------------------------------------------------------------------
 
     async def _complete(self, plan: _Plan, messages: list[dict], n: int) -> ChatResult:
         """Ask for `n` choices; top up with further requests when the server returns fewer."""
+        if plan.role not in self._checked:
+            self.check_roles([plan.role])
         cap_key = (*plan.urls, plan.model)
         texts: list[str] = []
         prompt_tokens = completion_tokens = 0
@@ -376,7 +473,7 @@ class LLMClient:
         except (openai.OpenAIError, _MalformedResponse) as err:
             attempts = retrying.statistics.get("attempt_number", 1)
             verdict = f"gave up after {attempts} attempt{'s' * (attempts != 1)}" if _retryable(err) else "failed"
-            failure = self._scrub(f"role {plan.role!r} ({plan.model}): {verdict}: {_describe(err)}")
+            failure = self._scrub(f"role {plan.role!r} ({plan.model}): {verdict}: {_describe(err, self._scrub)}")
         if failure is not None:
             raise LLMError(failure)  # raised outside the handler: no chained error repeats the server's text
         usage.calls += 1
@@ -390,13 +487,11 @@ class LLMClient:
             endpoint = self._pick(plan)
             endpoint.in_flight += 1
             try:
-                # The SDK walks every message through the union of its message types before sending,
-                # which renames nothing in a chat message and costs ~0.4 ms of CPU for a five-turn
-                # history (benchmarks/eval_throughput.py); `extra_body`, which takes precedence over the
-                # typed fields, sends the same JSON without the walk.
-                extra_body = {**plan.arguments.get("extra_body", {}), "messages": messages}
-                completion = await endpoint.sdk.chat.completions.create(
-                    **{**plan.arguments, "messages": [], "n": n, "timeout": plan.timeout_s, "extra_body": extra_body}
+                completion = await endpoint.sdk.post(
+                    "/chat/completions",
+                    cast_to=ChatCompletion,
+                    body={**plan.body, "messages": messages, "n": n},
+                    options={"timeout": plan.timeout_s},
                 )
             except json.JSONDecodeError as err:
                 raise _MalformedResponse(f"malformed response from {endpoint.url}: {err}") from None
@@ -414,4 +509,4 @@ class LLMClient:
         err = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         log.info(self._scrub(f"role {plan.role!r} ({plan.model}): attempt {state.attempt_number} failed "
-                             f"({_describe(err) if err else 'no answer'}); retrying in {delay:.2f} s"))
+                             f"({_describe(err, self._scrub) if err else 'no answer'}); retrying in {delay:.2f} s"))
