@@ -28,8 +28,9 @@ from pathlib import Path
 import fire
 from rpo.eval.multi_if import answer_rows, multi_if_metrics
 from rpo.eval.multi_if_data import Row
-from rpo.eval.sysbench_data import Dialogue
-from rpo.eval.sysbench_run import RunSettings, run_sysbench
+from rpo.eval.sysbench.data import Dialogue
+from rpo.eval.sysbench.judge import own_protocol
+from rpo.eval.sysbench.run import RunSettings, run_sysbench
 from rpo.utils.io import write_json
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.concurrency import bounded_map
@@ -93,10 +94,10 @@ async def _client_only(config: PipelineConfig, calls: int, roles: tuple[str, ...
 async def _sysbench(config: PipelineConfig, dialogues: list[Dialogue], out: Path) -> tuple[float, float, dict]:
     async with LLMClient(config) as client:
         start, cpu = time.perf_counter(), time.process_time()
-        judged = await run_sysbench(client, dialogues, out, RunSettings(), config.concurrency)
+        outcome = await run_sysbench(client, dialogues, out, RunSettings(), own_protocol("own"), config.concurrency)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         usage = client.usage()
-    assert sum(t.verdicts is not None for d in judged for t in d) == len(dialogues) * TURNS
+    assert not outcome.missing and sum(map(len, outcome.dialogues)) == len(dialogues) * TURNS
     return wall, cpu, usage
 
 
