@@ -136,3 +136,22 @@ def test_duplicated_turn_in_judgments_is_refused(tmp_path):
     done = subprocess.run([*SYSBENCH, "score", f"--eval_file={path}"], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {path}: line 4: system_id 1 turn 2: recorded twice (first on line 2)"
+
+
+def test_score_of_a_run_still_in_progress_says_so(tmp_path):
+    from rpo.utils.io import output_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    turns = [turn for dialogue in load_judged(EVAL_OUTPUT) for turn in dialogue]
+    (run / "judgments.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in turns), encoding="utf-8")
+    (run / "run.json").write_text(json.dumps({"turns": 25, "judge": {"model": "j", "prompt": "own"}}),
+                                  encoding="utf-8")
+    finished = subprocess.run([*SYSBENCH, "score", f"--eval_file={run}", "--json"], capture_output=True, text=True,
+                              check=True)
+    assert json.loads(finished.stdout)["CSR"] == 0.8158
+    with output_lock(run):
+        done = subprocess.run([*SYSBENCH, "score", f"--eval_file={run}"], capture_output=True, text=True,
+                              check=False)
+    assert done.returncode == 1 and f"a run is still writing {run}: these are partial results" in done.stdout
+    assert "CSR       n/a" in done.stdout

@@ -32,6 +32,7 @@ from rpo.utils import cli
 from rpo.utils.io import InputError, exit_on_input_error, write_json
 
 JUDGE_MAX_TOKENS = 4096  # SysBench sets no limit; this one is far above any judge answer
+PARTIAL_FIGURES = ("ci95", "by_type", "by_turn", "streak", "by_alignment", "by_dialogue")
 OWN_JUDGE_NOTE = ("judge prompt: this project's own, not SysBench's: the figures are not comparable with "
                   "SysBench's published ones (run with --sysbench_dir for its judge)")
 
@@ -72,6 +73,7 @@ def score(eval_file: str, json: bool = False, bootstrap_rounds: int = 1000) -> N
         metrics.update({k: settings[k] for k in ("judge", "history", "decoding", "data_sha256") if k in settings})
     notes = [judge_note(metrics.get("judge"))]
     if settings is not None and writer_running(run_dir):
+        metrics = {k: v for k, v in metrics.items() if k not in PARTIAL_FIGURES}
         metrics.setdefault("incomplete", "a run is still writing this folder")
         notes.append(f"a run is still writing {run_dir}: these are partial results")
         metrics.update(complete=False, CSR=None, ISR=None, SSR=None)
