@@ -37,7 +37,8 @@ def test_parse_own_is_tolerant_but_wants_every_criterion_in_sysbench_words():
     assert parse_own('判断：{"评判理由": "r", "评判结果": {1: "是", "2": " 否 "}}', ["1", "2"]) == (
         {"1": "是", "2": "否"}, "r")
     assert parse_own('{"评判结果": {"1": "是"}}', ["1", "2"]) is None
-    assert parse_own('{"评判结果": {"1": "是", "2": "部分"}}', ["1", "2"]) is None
+    assert parse_own('{"评判结果": {"1": "是", "2": "部分遵循"}}', ["1", "2"]) is None
+    assert parse_own('{"评判结果": {"1": "是", "2": "无法判断"}}', ["1", "2"])[0] == {"1": "是", "2": "无法判断"}
 
 
 def test_schedule_is_sysbench_s():

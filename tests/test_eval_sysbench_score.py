@@ -106,7 +106,7 @@ def _first_verdicts(d: list) -> dict:
          "record 0 (system_id 1): turn 1: criterion 9: a verdict for a criterion the turn does not have"),
         (lambda d: _first_verdicts(d).pop("2"), "record 0 (system_id 1): turn 1: criterion 2: no verdict"),
         (lambda d: _first_verdicts(d).update({"1": "yes"}),
-         'record 0 (system_id 1): turn 1: criterion 1: verdict "yes" is not one of SysBench\'s (是, 否, 不适用)'),
+         'record 0 (system_id 1): turn 1: criterion 1: verdict "yes" is not one of SysBench\'s (是, 否, 不适用, 部分是'),
         (lambda d: _first_verdicts(d).update({"2": True}), "turn 1: criterion 2: verdict true is not one of"),
         (lambda d: _first_verdicts(d).update({"2": " 是"}), 'turn 1: criterion 2: verdict " 是" is not one of'),
         (lambda d: d[3].update(system_id=1), "record 3 (system_id 1): field system_id: duplicate"),

@@ -7,8 +7,10 @@ fields of the latter as Python dict literals (`"{'1': '是'}"`), so those are pa
 This toolkit's own runs store one `JudgedTurn` per line in `judgments.jsonl`.
 
 Verdicts are checked, not guessed at: each criterion of a turn has exactly one verdict, and each
-verdict is one of the words SysBench's judges write (`是`, `否`, `不适用`); anything else stops
-the read with one line naming file, dialogue, turn and criterion. Fields that no figure depends on
+verdict is one of the words SysBench's judges write: `是`, `否`, and the few others found in its
+published evaluation outputs (`不适用`, `部分是`, `部分`, `无法判断`, `无法评判`, `忽略`), which its
+analysis counts as not followed. Anything else (`yes`, `true`, ` 是`) stops the read with one line
+naming file, dialogue, turn and criterion. Fields that no figure depends on
 (`领域`, `场景`, ...) may hold anything.
 """
 
@@ -25,7 +27,8 @@ from rpo.eval.common import describe_error
 from rpo.utils.io import InputError, iter_lines, parse_jsonl_line
 
 FOLLOWED, NOT_FOLLOWED, NOT_APPLICABLE = "是", "否", "不适用"
-VERDICT_WORDS = (FOLLOWED, NOT_FOLLOWED, NOT_APPLICABLE)
+# every verdict word in SysBench's published evaluation outputs (its judge is asked for 是 or 否)
+VERDICT_WORDS = (FOLLOWED, NOT_FOLLOWED, NOT_APPLICABLE, "部分是", "部分", "无法判断", "无法评判", "忽略")
 
 
 def literal_mapping(value: Any) -> Any:
@@ -141,7 +144,7 @@ class JudgedTurn(BaseModel):
     judge_model: str | None = None
 
     def followed(self) -> list[bool | None] | None:
-        """Per verdict: True for 是, False for 否, None for 不适用; None if unjudged."""
+        """Per verdict: True for 是, False for 否, None for any other word; None if unjudged."""
         if self.verdicts is None:
             return None
         return [True if v == FOLLOWED else False if v == NOT_FOLLOWED else None for v in self.verdicts.values()]

@@ -10,9 +10,10 @@ Two protocols, chosen per run:
   as its reference-history script does).
 - `own`: this project's prompt (`sysbench_judge.{zh,en}.j2`, language from the system prompt),
   read tolerantly (fenced or bare JSON, repaired), with the same schedule.
-Both require each verdict to be one of SysBench's words (`是`, `否`, `不适用`); SysBench's script
-writes down whatever word its judge used, so the one difference is that another word is asked
-again here rather than scored as a failed criterion.
+Both require each verdict to be one of the words SysBench's judges wrote (`data.VERDICT_WORDS`:
+`是`, `否`, `不适用`, ...); SysBench's script writes down whatever word its judge used, so the one
+difference is that a word outside that list is asked again here rather than scored as a failed
+criterion.
 
 Only usable answers are cached (`accept`), so a rerun asks again for a turn left unjudged.
 """
