@@ -155,3 +155,12 @@ def test_score_of_a_run_still_in_progress_says_so(tmp_path):
                               check=False)
     assert done.returncode == 1 and f"a run is still writing {run}: these are partial results" in done.stdout
     assert "CSR       n/a" in done.stdout
+
+
+def test_an_unjudged_record_gives_way_to_a_later_judgment(tmp_path):
+    turns = [turn for dialogue in load_judged(EVAL_OUTPUT) for turn in dialogue][:5]
+    path = tmp_path / "judgments.jsonl"
+    unjudged = turns[1].model_copy(update={"verdicts": None})
+    path.write_text("".join(t.model_dump_json() + "\n" for t in [turns[0], unjudged, *turns[1:]]), encoding="utf-8")
+    [dialogue] = load_judged(path)
+    assert [t.verdicts for t in dialogue] == [t.verdicts for t in turns]

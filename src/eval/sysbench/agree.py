@@ -57,7 +57,7 @@ async def rejudge(client: LLMClient, eval_file: str, recorded: list[list[JudgedT
     contexts = recorded_contexts(eval_file)
     path = out / "judgments.jsonl"
     with JsonlAppender(path) as sink:
-        done = {(t.system_id, t.turn): t for t in read_judgments(path)}
+        done = {(t.system_id, t.turn): t for t in read_judgments(path) if t.verdicts is not None}
         refuse_other_models(path, {t.judge_model for t in done.values() if t.attempts},
                             client.config.role(JUDGE_ROLE).model)
         todo = [t for dialogue in recorded for t in dialogue if (t.system_id, t.turn) not in done]

@@ -244,21 +244,24 @@ def group_turns(turns: Iterable[JudgedTurn]) -> list[list[JudgedTurn]]:
 
 
 def read_judgments(path: str | Path) -> list[JudgedTurn]:
-    """The turns of a `judgments.jsonl`, each checked; a turn recorded twice is refused."""
+    """The turns of a `judgments.jsonl`, each checked; a turn judged twice is refused.
+
+    A record without verdicts (an unjudged turn, as earlier versions wrote them) gives way to a
+    later judgment of the same turn.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    turns, seen = [], {}
+    turns: dict[tuple[Any, int], tuple[int, JudgedTurn]] = {}
     for lineno, line in iter_lines(path):
         turn = parse_jsonl_line(line, JudgedTurn, path, lineno)
         key = (turn.system_id, turn.turn)
-        if key in seen:
+        if key in turns and turns[key][1].verdicts is not None:
             raise InputError(f"{path}: line {lineno}: system_id {turn.system_id} turn {turn.turn}: "
-                             f"recorded twice (first on line {seen[key]})")
-        seen[key] = lineno
+                             f"recorded twice (first on line {turns[key][0]})")
         check_verdicts(f"{path}: line {lineno}: system_id {turn.system_id}", turn)
-        turns.append(turn)
-    return turns
+        turns[key] = (lineno, turn)
+    return [turn for _, turn in turns.values()]
 
 
 def load_judged(path: str | Path) -> list[list[JudgedTurn]]:

@@ -75,7 +75,7 @@ async def run_sysbench(client: LLMClient, dialogues: list[Dialogue], out: Path, 
     """Answer and judge every turn not already on disk; the judged turns, dialogue by dialogue."""
     responses_path, judgments_path = out / "responses.jsonl", out / "judgments.jsonl"
     answered = _by_key(responses_path, ResponseRecord)
-    judged = {(t.system_id, t.turn): t for t in read_judgments(judgments_path)}
+    judged = {(t.system_id, t.turn): t for t in read_judgments(judgments_path) if t.verdicts is not None}
     model = client.config.role(RESPONSE_ROLE).model
     refuse_other_models(responses_path, {r.model for r in answered.values()}, model)
     refuse_other_models(judgments_path, {t.judge_model for t in judged.values() if t.attempts},
