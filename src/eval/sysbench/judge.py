@@ -21,6 +21,7 @@ Only usable answers are cached (`accept`), so a rerun asks again for a turn left
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,9 +112,12 @@ def parse_own(text: str, criteria_ids: list[str]) -> Parsed | None:
         candidates.append(text[start: end + 1])
     for candidate in candidates:
         try:
-            obj = json_repair.loads(candidate)
-        except (ValueError, TypeError, IndexError, RecursionError):  # json-repair gives up on some inputs
-            continue
+            obj = json.loads(candidate)  # most answers are plain JSON: no need to repair them
+        except (ValueError, RecursionError):
+            try:
+                obj = json_repair.loads(candidate)
+            except (ValueError, TypeError, IndexError, RecursionError):  # json-repair gives up on some inputs
+                continue
         if not isinstance(obj, dict):
             continue
         verdicts = literal_mapping(obj.get("评判结果"))
@@ -168,10 +172,16 @@ async def judge_turn(client: LLMClient, protocol: JudgeProtocol, context: TurnCo
     messages = [{"role": "user", "content": protocol.build(context)}]
     first_unusable = None
 
+    last: list[tuple[ChatResult, Parsed | None]] = []  # the client's accept() and this loop read one parse
+
     def usable(result: ChatResult) -> Parsed | None:
-        if protocol.require_stop and (result.finish_reasons or ["stop"])[0] != "stop":
-            return None
-        return protocol.parse(result.texts[0], criteria_ids)
+        if last and last[0][0] is result:
+            return last[0][1]
+        parsed = None
+        if not protocol.require_stop or (result.finish_reasons or ["stop"])[0] == "stop":
+            parsed = protocol.parse(result.texts[0], criteria_ids)
+        last[:] = [(result, parsed)]
+        return parsed
 
     for attempt, temperature in enumerate(protocol.temperatures, 1):
         result = await client.chat(JUDGE_ROLE, messages, accept=lambda r: usable(r) is not None,
