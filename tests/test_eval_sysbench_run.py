@@ -386,3 +386,18 @@ def test_resuming_with_another_model_is_refused(tmp_path, replay_servers):
     expected = (f'error: {out}: was run with model="policy", not "other": rerun with the same settings or use '
                 "another output folder")
     assert done.stderr.strip().splitlines() == [expected]
+
+
+def test_answers_cut_off_and_all_alike_are_warned_about(tmp_path):
+    cut = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "policy", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Sure"}, "finish_reason": "length"}]})
+    with ScriptedServer(handler=lambda request: Reply(body=cut)) as model, ScriptedServer(handler=follow_all) as judge:
+        out = tmp_path / "run"
+        done = subprocess.run(_run_args(out, model.base_url, judge.base_url, "--limit=1"), capture_output=True,
+                              text=True, check=True)
+    warnings = _metrics(out)["warnings"]
+    assert warnings == [
+        "5 of 5 answers were cut off at the token limit (finish_reason length): raise --max_tokens",
+        "5 of 5 answers are the same text ('Sure'): the model ignores its input"]
+    assert all(f"warning: {w}" in done.stderr for w in warnings)
+    assert all(r["truncated"] for r in _lines(out / "responses.jsonl"))
