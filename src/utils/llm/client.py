@@ -67,7 +67,7 @@ class ChatResult:
     prompt_tokens: int
     completion_tokens: int
     cached: bool
-    finish_reasons: list[str | None] = field(default_factory=list)  # per text; empty for old cache entries
+    finish_reasons: list[str | None] = field(default_factory=list)  # per text; empty for a cached result
 
 
 @dataclass
@@ -235,8 +235,7 @@ class LLMClient:
         key = ResponseCache.key({"base_url": plan.cache_endpoint, **request})
         entry = self._cache.get(key)
         if entry is not None:
-            cached = ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True,
-                                list(entry.get("finish_reasons") or []))
+            cached = ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True)
             if accept is None or accept(cached):
                 usage.cache_hits += 1
                 return cached
@@ -244,7 +243,7 @@ class LLMClient:
         if accept is not None and not accept(result):
             return result
         entry = {"texts": result.texts, "prompt_tokens": result.prompt_tokens,
-                 "completion_tokens": result.completion_tokens, "finish_reasons": result.finish_reasons}
+                 "completion_tokens": result.completion_tokens}
         if self.config.log_requests:
             entry["request"] = request
         self._cache.put(key, entry)
