@@ -164,3 +164,11 @@ def test_an_unjudged_record_gives_way_to_a_later_judgment(tmp_path):
     path.write_text("".join(t.model_dump_json() + "\n" for t in [turns[0], unjudged, *turns[1:]]), encoding="utf-8")
     [dialogue] = load_judged(path)
     assert [t.verdicts for t in dialogue] == [t.verdicts for t in turns]
+
+
+def test_no_criterion_anywhere_is_no_result():
+    dialogues = load_judged(EVAL_OUTPUT)
+    bare = [[t.model_copy(update={"verdicts": {}, "criteria": {}}) for t in d] for d in dialogues]
+    metrics = sysbench_metrics(bare, rounds=10)
+    assert metrics["complete"] is False and metrics["CSR"] is None
+    assert metrics["incomplete"] == "no turn has a criterion: CSR would be computed from nothing"

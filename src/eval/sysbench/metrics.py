@@ -87,6 +87,8 @@ def incompleteness(dialogues: list[list[JudgedTurn]], missing: int = 0) -> str |
         parts = [f"{unjudged} of {turns + missing} turns unjudged"] if unjudged else []
         parts += [f"{missing} of {turns + missing} turns not yet answered or judged"] if missing else []
         return ", ".join(parts)
+    if not any(t.verdicts for d in dialogues for t in d):
+        return "no turn has a criterion: CSR would be computed from nothing"
     return None
 
 
