@@ -30,8 +30,9 @@ from rpo.eval.multi_if.data import Row, Step
 from rpo.eval.multi_if.run import answer_rows
 from rpo.eval.multi_if.scoring import IFExample
 from rpo.eval.multi_if.summary import multi_if_metrics
-from rpo.eval.sysbench_data import Dialogue
-from rpo.eval.sysbench_run import RunSettings, run_sysbench
+from rpo.eval.sysbench.data import Dialogue
+from rpo.eval.sysbench.judge import own_protocol
+from rpo.eval.sysbench.run import RunSettings, run_sysbench
 from rpo.utils.io import write_json
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.concurrency import bounded_map
@@ -95,10 +96,10 @@ async def _client_only(config: PipelineConfig, calls: int, roles: tuple[str, ...
 async def _sysbench(config: PipelineConfig, dialogues: list[Dialogue], out: Path) -> tuple[float, float, dict]:
     async with LLMClient(config) as client:
         start, cpu = time.perf_counter(), time.process_time()
-        judged = await run_sysbench(client, dialogues, out, RunSettings(), config.concurrency)
+        outcome = await run_sysbench(client, dialogues, out, RunSettings(), own_protocol("own"), config.concurrency)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         usage = client.usage()
-    assert sum(t.verdicts is not None for d in judged for t in d) == len(dialogues) * TURNS
+    assert not outcome.missing and sum(map(len, outcome.dialogues)) == len(dialogues) * TURNS
     return wall, cpu, usage
 
 

@@ -1,8 +1,9 @@
 """`sysbench.py agree`: re-judge recorded answers with another (scripted) judge, numbers by hand.
 
 The new judge finds criterion 1 followed and every other criterion not followed. Against the
-fixture's 33 recorded verdicts (28 是): criterion 1 agrees 16 of 19 times, criterion 2 twice of 9,
-criterion 3 never (5), so agreement is 18/33 and Cohen's kappa (28/33 vs 19/33 followed) is -8/487.
+fixture's 38 recorded verdicts (31 是): criterion 1 agrees 19 of 24 times, criterion 2 twice of 9
+(its 否 and its 不适用), criterion 3 never (5), so agreement is 21/38 and Cohen's kappa (31/38 vs
+24/38 followed, chance agreement 842/1444) is -44/602.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from rpo.eval.sysbench_agree import cohen_kappa
+from rpo.eval.sysbench.agree import cohen_kappa
 
 from tests.eval_servers import criteria_ids, judged_turn, replay_judge, replay_model
 from tests.scripted_server import ScriptedServer
@@ -34,21 +35,21 @@ def test_agreement_kappa_and_metric_moves(tmp_path):
                                f"--judge_base_url={judge.base_url}", f"--output_dir={tmp_path / 'agree'}", "--json"],
                               capture_output=True, text=True, check=True)
         prompts = [r["messages"][0]["content"] for r in judge.chat_requests]
-        assert len(prompts) == 24  # every turn with criteria, dialogue 5's (unjudged before) included
+        assert len(prompts) == 24  # every turn with criteria
         judge.reset()
         subprocess.run([*SYSBENCH, "agree", f"--eval_file={EVAL_OUTPUT}", "--judge_model=small",
                         f"--judge_base_url={judge.base_url}", f"--output_dir={tmp_path / 'agree'}", "--json"],
                        capture_output=True, text=True, check=True)
         assert judge.requests == []  # resumed from its own judgments
     report = json.loads(done.stdout)
-    assert report["n"] == 33 and report["agreement"] == pytest.approx(18 / 33)
-    assert report["kappa"] == pytest.approx(-8 / 487)
-    assert report["by_type"]["内容约束"] == pytest.approx({"n": 19, "agreement": 16 / 19, "kappa": 0.0})
+    assert report["n"] == 38 and report["agreement"] == pytest.approx(21 / 38)
+    assert report["kappa"] == pytest.approx(-44 / 602)
+    assert report["by_type"]["内容约束"] == pytest.approx({"n": 24, "agreement": 19 / 24, "kappa": 0.0})
     assert report["by_type"]["格式约束"]["agreement"] == pytest.approx(2 / 9)
-    assert report["recorded"] == pytest.approx({"CSR": 28 / 33, "ISR": 17 / 20, "SSR": 0.55})
+    assert report["recorded"] == pytest.approx({"CSR": 31 / 38, "ISR": 19 / 25, "SSR": 9 / 25})
     assert report["rejudged"] == pytest.approx({"CSR": 24 / 38, "ISR": 16 / 25, "SSR": 0.24})
-    assert report["delta"]["ISR"] == pytest.approx(16 / 25 - 17 / 20)
-    assert report["unjudged"] == {"recorded": 5, "rejudged": 0}
+    assert report["delta"]["ISR"] == pytest.approx(16 / 25 - 19 / 25)
+    assert report["unjudged"] == {"recorded": 0, "rejudged": 0}
     # the new judge saw the model's own recorded history (infer_results)
     turn2 = next(p for p in prompts if judged_turn(p) == ("关于茶叶的第2个问题？", "对话1的回答2。"))
     assert "对话1的回答1。" in turn2

@@ -2,15 +2,21 @@
 
 - replayed model and judge answers (the fixture's recorded outputs) reproduce what `score` gives on
   SysBench's own output file, with the model's own history in the model's requests;
-- a scripted judge with malformed, incomplete, over-complete and non-是/否 answers;
+- `--sysbench_dir`: a stand-in checkout's `get_eval_pattern` builds every judge request, read by
+  SysBench's strict rule on its schedule of temperatures;
+- a scripted judge with malformed, incomplete, over-complete and unknown-word answers; a turn never
+  judged leaves the run incomplete (exit 1, no figures) and a rerun asks for exactly it again;
+- failed requests do not stop the run; a resume with other settings is refused;
 - kill -9 mid-run and resume: nothing lost, nothing repeated; a rerun makes zero calls;
 - a tiny model served by `llamafactory-cli api` answers a dialogue end to end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,13 +24,21 @@ import time
 from pathlib import Path
 
 import pytest
-from rpo.eval.sysbench_data import literal_mapping, load_judged
-from rpo.eval.sysbench_metrics import sysbench_metrics
+from rpo.eval.sysbench.data import literal_mapping, load_judged
+from rpo.eval.sysbench.metrics import sysbench_metrics
 from rpo.utils.local_service import start_service
 from rpo.utils.tiny_model import build_tiny_model
 
-from tests.eval_servers import follow_all, judged_turn, replay_judge, replay_model
-from tests.scripted_server import ScriptedServer
+from tests.eval_servers import (
+    follow_all,
+    judged_turn,
+    make_checkout,
+    replay_judge,
+    replay_model,
+    standin_judge,
+    standin_turn,
+)
+from tests.scripted_server import Reply, ScriptedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "eval"
@@ -62,15 +76,30 @@ def replay_servers():
         yield model, judge
 
 
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+
+
+def _figures(metrics: dict) -> dict:
+    """What a run and `score` of SysBench's file must agree on (the run adds what it was run with)."""
+    drop = {"judge", "history", "decoding", "data_sha256", "think_stripped", "failures", "warnings"}
+    return {k: v for k, v in metrics.items() if k not in drop}
+
+
 def test_replayed_run_reproduces_score_and_rerun_makes_no_calls(tmp_path, replay_servers):
     model, judge = replay_servers
     out = tmp_path / "run"
     done = subprocess.run(_run_args(out, model.base_url, judge.base_url, "--concurrency=4"),
                           capture_output=True, text=True, check=True)
     expected = sysbench_metrics(load_judged(EVAL_OUTPUT))
-    assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == expected
-    assert "CSR     84.8 [" in done.stdout
-    assert len(model.requests) == 25 and len(judge.requests) == 4 * 5 - 1 + 5 * 3  # one turn has no criteria
+    metrics = _metrics(out)
+    assert _figures(metrics) == expected
+    assert metrics["judge"]["prompt"] == "own" and "not comparable" in metrics["judge"]["note"]
+    assert (metrics["history"], metrics["decoding"], metrics["think_stripped"]) == (
+        "own", {"temperature": 0.0, "top_p": None, "max_tokens": 1024}, 0)
+    assert metrics["data_sha256"] == hashlib.sha256(DATA.read_bytes()).hexdigest()
+    assert "CSR     81.58 [" in done.stdout and "not comparable with SysBench's published ones" in done.stdout
+    assert len(model.requests) == 25 and len(judge.requests) == 24  # one turn has no criteria
     # the model's own earlier answers are its history
     turn2 = next(r for r in model.chat_requests if r["messages"][-1]["content"] == "关于茶叶的第2个问题？")
     assert [m["content"] for m in turn2["messages"][1:3]] == ["关于茶叶的第1个问题？", "对话1的回答1。"]
@@ -83,7 +112,8 @@ def test_replayed_run_reproduces_score_and_rerun_makes_no_calls(tmp_path, replay
 
     score = subprocess.run([*SYSBENCH, "score", f"--eval_file={out}", "--json"], capture_output=True, text=True,
                            check=True)
-    assert json.loads(score.stdout) == expected
+    scored = json.loads(score.stdout)
+    assert _figures(scored) == expected and scored["judge"] == {"model": "judge", "prompt": "own"}
 
     model.reset(), judge.reset()
     subprocess.run(_run_args(out, model.base_url, judge.base_url), capture_output=True, text=True, check=True)
@@ -92,7 +122,108 @@ def test_replayed_run_reproduces_score_and_rerun_makes_no_calls(tmp_path, replay
     (out / "responses.jsonl").unlink(), (out / "judgments.jsonl").unlink()
     subprocess.run(_run_args(out, model.base_url, judge.base_url), capture_output=True, text=True, check=True)
     assert model.requests == [] and judge.requests == []
-    assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == expected
+    assert _figures(_metrics(out)) == expected
+
+
+def test_sysbench_checkout_builds_every_judge_request(tmp_path):
+    answers, verdicts = _recorded()
+    checkout = make_checkout(tmp_path / "SysBench", DATA)
+    with ScriptedServer(handler=replay_model(answers)) as model, \
+            ScriptedServer(handler=standin_judge(verdicts)) as judge:
+        out = tmp_path / "run"
+        done = subprocess.run(
+            [*SYSBENCH, "run", f"--sysbench_dir={checkout}", f"--output_dir={out}", "--model=policy",
+             f"--base_url={model.base_url}", f"--judge_base_url={judge.base_url}", "--concurrency=4"],
+            capture_output=True, text=True, check=False)
+        bodies = judge.chat_requests
+    assert done.returncode == 0, done.stderr
+    assert _figures(_metrics(out)) == sysbench_metrics(load_judged(EVAL_OUTPUT))
+    assert _metrics(out)["judge"] == {"model": "gpt-4o-2024-05-13", "prompt": "sysbench"}
+    assert len(bodies) == 24 and {b["model"] for b in bodies} == {"gpt-4o-2024-05-13"}
+    assert all(b["temperature"] == 0.0 and len(b["messages"]) == 1 and b["messages"][0]["role"] == "user"
+               for b in bodies)
+    # the request is the checkout's text for the conversation as the model saw it
+    request = next(b["messages"][0]["content"] for b in bodies
+                   if standin_turn(b["messages"][0]["content"]) == ("关于茶叶的第2个问题？", "对话1的回答2。"))
+    assert request.splitlines()[:6] == [
+        "STAND-IN JUDGE REQUEST", "[system] 你是一位只谈论茶叶的助手。回答要分点列出，语气亲切。",
+        "[user] 关于茶叶的第1个问题？", "[assistant] 对话1的回答1。", "[user] 关于茶叶的第2个问题？",
+        "[assistant] 对话1的回答2。"]
+    assert "SysBench's own judge request" in done.stdout
+
+
+def test_sysbench_schedule_strict_parse_and_retry_of_unjudged_turns(tmp_path):
+    answers, verdicts = _recorded()
+    checkout = make_checkout(tmp_path / "SysBench", DATA)
+    fenced = standin_judge(verdicts)
+    with ScriptedServer(handler=replay_model(answers)) as model, ScriptedServer(handler=fenced) as judge:
+        # turn 1 of dialogue 1 (criteria 1, 2): bare JSON, a cut-off answer, a missing and an extra criterion,
+        # an unknown word, then one usable answer; every other turn is answered by the handler
+        good = fenced({"messages": [{"content": "[user] 关于茶叶的第1个问题？\n[assistant] 对话1的回答1。"}]})
+        cut = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": good}, "finish_reason": "length"}]})
+        judge.enqueue('{"评判理由": "r", "评判结果": {"1": "是", "2": "是"}}', Reply(body=cut),
+                      "\'\'\'json\n{'评判理由': 'r', '评判结果': {1: '是'}}\n\'\'\'",
+                      "\'\'\'json\n{'评判理由': 'r', '评判结果': {1: '是', 2: '是', 3: '是'}}\n\'\'\'",
+                      "\'\'\'json\n{'评判理由': 'r', '评判结果': {1: '是', 2: 'yes'}}\n\'\'\'", good)
+        out = tmp_path / "run"
+        args = [*SYSBENCH, "run", f"--sysbench_dir={checkout}", f"--output_dir={out}", "--model=policy",
+                f"--base_url={model.base_url}", f"--judge_base_url={judge.base_url}", "--limit=1",
+                "--concurrency=1"]
+        subprocess.run(args, capture_output=True, text=True, check=True)
+        first = [b["temperature"] for b in judge.chat_requests]
+        assert first == [0.0] * 5 + [0.5] + [0.0] * 4  # six attempts for turn 1 (the sixth at 0.5), then one a turn
+        assert _lines(out / "judgments.jsonl")[0]["attempts"] == 6
+
+        # a turn whose judge never answers usably: 5 attempts at 0, 5 at 0.5, reported, no figures
+        shutil.rmtree(out)
+        judge.reset()
+        judge.handler = lambda request: ("never usable" if "第3个" in standin_turn(request["messages"][0]["content"])[0]
+                                         else fenced(request))
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        assert done.returncode == 1
+        temperatures = [b["temperature"] for b in judge.chat_requests
+                        if standin_turn(b["messages"][0]["content"])[0] == "关于茶叶的第3个问题？"]
+        assert temperatures == [0.0] * 5 + [0.5] * 5
+        assert ("failed: system_id 1 turn 3: no usable judge answer in 10 attempts (first: 'never usable')"
+                in done.stderr)
+        metrics = _metrics(out)
+        assert metrics["complete"] is False and metrics["CSR"] is None and metrics["unjudged"] == 1
+        assert "CSR       n/a" in done.stdout and "INCOMPLETE: 1 of 5 turns not yet answered or judged" in done.stdout
+
+        # the rerun asks exactly that turn again (an unusable answer was never cached) and completes
+        judge.reset()
+        judge.handler = fenced
+        model.reset()
+        subprocess.run(args, capture_output=True, text=True, check=True)
+        assert len(judge.requests) == 1 and model.requests == []
+        assert _metrics(out)["complete"] is True
+
+
+def test_failed_requests_do_not_stop_the_run_and_a_rerun_resumes_the_rest(tmp_path):
+    answers, verdicts = _recorded()
+    broken = {"关于茶叶的第3个问题？"}  # dialogue 1, turn 3: its answer fails for good
+
+    def model_handler(request):
+        query = request["messages"][-1]["content"]
+        return Reply(status=400) if query in broken else answers[query]
+
+    with ScriptedServer(handler=model_handler) as model, ScriptedServer(handler=replay_judge(verdicts)) as judge:
+        out = tmp_path / "run"
+        done = subprocess.run(_run_args(out, model.base_url, judge.base_url), capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 1
+        assert "failed: system_id 1 turn 3: no answer, so turns 3-5 wait" in done.stderr
+        assert len(_lines(out / "judgments.jsonl")) == 22 and _metrics(out)["complete"] is False
+        # a score of the folder says the figures are incomplete too
+        score = subprocess.run([*SYSBENCH, "score", f"--eval_file={out}"], capture_output=True, text=True,
+                               check=False)
+        assert score.returncode == 1 and "3 of 25 turns not yet answered or judged" in score.stdout
+        broken.clear()
+        model.reset(), judge.reset()
+        subprocess.run(_run_args(out, model.base_url, judge.base_url), capture_output=True, text=True, check=True)
+        assert len(model.requests) == 3 and len(judge.requests) == 3
+    assert _figures(_metrics(out)) == sysbench_metrics(load_judged(EVAL_OUTPUT))
 
 
 def test_reference_history(tmp_path, replay_servers):
@@ -109,24 +240,73 @@ def test_scripted_judge_malformed_incomplete_and_other_verdicts(tmp_path):
             "this is not JSON",  # turn 1: criteria 1, 2
             '{"评判理由": "r", "评判结果": {"1": "是"}}',  # incomplete
             '```json\n{"评判理由": "r", "评判结果": {"1": "是", "2": "否"}}\n```',
-            '{"评判理由": "r", "评判结果": {"1": "部分遵循"}}',  # turn 2: a verdict that is neither 是 nor 否
-            "garbage", "{broken", "still garbage",  # turn 3: never usable
-            '{"评判结果": {"1": "是", "7": "是"}}',  # turn 4: a criterion that is not asked about
-            '{"评判结果": {"1": "是"}}',
-            '{"评判理由": "r", "评判结果": {1: "否"}}',  # turn 5: bare, integer key
+            '{"评判理由": "r", "评判结果": {"1": "部分遵循"}}',  # turn 2: not one of SysBench's words
+            '{"评判理由": "r", "评判结果": {"1": "不适用"}}',
+            '{"评判结果": {"1": "是", "7": "是"}}',  # turn 3 (criteria 1, 2): a criterion that is not asked about
+            '{"评判结果": {"1": "是", "2": "否"}}',
+            '{"评判理由": "r", "评判结果": {1: "否"}}',  # turn 4: bare, integer key
+            '{"评判理由": "r", "评判结果": {"1": "是"}}',  # turn 5
         )
         out = tmp_path / "run"
-        done = subprocess.run(_run_args(out, model.base_url, judge.base_url, "--limit=1", "--concurrency=1"),
-                              capture_output=True, text=True, check=True)
+        subprocess.run(_run_args(out, model.base_url, judge.base_url, "--limit=1", "--concurrency=1"),
+                       capture_output=True, text=True, check=True)
         bodies = judge.chat_requests
     turns = _lines(out / "judgments.jsonl")
-    assert [t["verdicts"] for t in turns] == [{"1": "是", "2": "否"}, {"1": "部分遵循"}, None, {"1": "是"}, {"1": "否"}]
-    assert [t["attempts"] for t in turns] == [3, 1, 3, 2, 1]
-    assert len(bodies) == 10
-    assert "temperature" in bodies[1] and bodies[1]["temperature"] == 0.5 and bodies[1]["seed"] == 1
-    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert (metrics["CSR"], metrics["ISR"], metrics["SSR"], metrics["unjudged"]) == (2 / 5, 2 / 4, 0.0, 1)
-    assert "1 turns stayed unjudged" in done.stderr
+    assert [t["verdicts"] for t in turns] == [{"1": "是", "2": "否"}, {"1": "不适用"}, {"1": "是", "2": "否"},
+                                              {"1": "否"}, {"1": "是"}]
+    assert [t["attempts"] for t in turns] == [3, 2, 2, 1, 1]
+    assert len(bodies) == 9 and all(b["temperature"] == 0.0 for b in bodies)
+    metrics = _metrics(out)
+    # 不适用 fails turn 2 as 否 does the others; only turn 5 is followed
+    assert (metrics["CSR"], metrics["ISR"], metrics["SSR"], metrics["unjudged"]) == (r4(3 / 7), r4(1 / 5), 0.0, 0)
+
+
+def r4(x: float) -> float:
+    return round(x, 4)
+
+
+def test_settings_are_recorded_and_a_resume_with_others_is_refused(tmp_path, replay_servers):
+    model, judge = replay_servers
+    out = tmp_path / "run"
+    subprocess.run(_run_args(out, model.base_url, judge.base_url, "--limit=1"), capture_output=True, text=True,
+                   check=True)
+    recorded = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert recorded["judge"] == {"model": "judge", "prompt": "own"} and recorded["turns"] == 5
+    for extra, name in (("--temperature=0.7", "decoding"), ("--history=reference", "history"),
+                        ("--keep_think", "keep_think"), ("--judge_model=other", "judge")):
+        args = [a for a in _run_args(out, model.base_url, judge.base_url, "--limit=1", extra)
+                if not (extra.startswith("--judge_model") and a == "--judge_model=judge")]
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        assert done.returncode == 2 and done.stderr.strip().startswith(f"error: {out}: was run with {name}="), extra
+    other_data = tmp_path / "other.json"
+    other_data.write_text(DATA.read_text(encoding="utf-8").replace("茶叶", "咖啡"), encoding="utf-8")
+    args = [a.replace(f"--data={DATA}", f"--data={other_data}") for a in _run_args(out, model.base_url,
+                                                                                     judge.base_url, "--limit=1")]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "was run with data_sha256=" in done.stderr
+
+
+def test_config_judge_model_is_used_and_think_blocks_are_stripped(tmp_path):
+    answers, verdicts = _recorded()
+    thinking = {q: f"<think>plan {i}</think>\n{a}" for i, (q, a) in enumerate(answers.items())}
+    with ScriptedServer(handler=replay_model(thinking)) as model, \
+            ScriptedServer(handler=replay_judge(verdicts)) as judge:
+        config = tmp_path / "local.yaml"
+        config.write_text(f"roles:\n  response: {{model: policy, base_url: {model.base_url}, api_key_env: null, "
+                          f"temperature: 0.0}}\n  judge: {{model: config-judge, base_url: {judge.base_url}, "
+                          "api_key_env: null, temperature: 0.0}\n", encoding="utf-8")
+        out = tmp_path / "run"
+        done = subprocess.run([*SYSBENCH, "run", f"--data={DATA}", f"--output_dir={out}", f"--config={config}",
+                               "--limit=1"], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert {b["model"] for b in judge.chat_requests} == {"config-judge"}
+        judged = [b["messages"][0]["content"] for b in judge.chat_requests]
+    metrics = _metrics(out)
+    assert metrics["think_stripped"] == 5 and metrics["judge"]["model"] == "config-judge"
+    assert not any("<think>" in prompt for prompt in judged)
+    responses = _lines(out / "responses.jsonl")
+    assert responses[0]["response"] == "对话1的回答1。" and responses[0]["raw"].startswith("<think>plan")
+    assert "answers with a <think> block removed: 5" in done.stdout
 
 
 def _wait_for_lines(path: Path, count: int, timeout_s: float = 60) -> None:
@@ -158,9 +338,8 @@ def test_kill_and_resume_loses_and_repeats_nothing(tmp_path):
     assert sorted((r["system_id"], r["turn"]) for r in responses) == [(s, k) for s in range(1, 6) for k in range(1, 6)]
     assert sorted((j["system_id"], j["turn"]) for j in judgments) == [(s, k) for s in range(1, 6) for k in range(1, 6)]
     # only the requests in flight at the kill (at most 2) were sent again
-    assert 25 <= model_calls <= 25 + 2 and 34 <= judge_calls <= 34 + 2
-    expected = sysbench_metrics(load_judged(EVAL_OUTPUT))
-    assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == expected
+    assert 25 <= model_calls <= 25 + 2 and 24 <= judge_calls <= 24 + 2
+    assert _figures(_metrics(out)) == sysbench_metrics(load_judged(EVAL_OUTPUT))
 
 
 def test_second_run_on_the_same_directory_is_refused(tmp_path):
@@ -200,8 +379,25 @@ def test_resuming_with_another_model_is_refused(tmp_path, replay_servers):
     out = tmp_path / "run"
     subprocess.run(_run_args(out, model.base_url, judge.base_url, "--limit=1"), capture_output=True, text=True,
                    check=True)
-    args = [a.replace("--model=policy", "--model=other") for a in _run_args(out, model.base_url, judge.base_url)]
+    args = [a.replace("--model=policy", "--model=other")
+            for a in _run_args(out, model.base_url, judge.base_url, "--limit=1")]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     assert done.returncode == 2
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {out / 'responses.jsonl'}: holds records of policy, not other: use another --output_dir"]
+    expected = (f'error: {out}: was run with model="policy", not "other": rerun with the same settings or use '
+                "another output folder")
+    assert done.stderr.strip().splitlines() == [expected]
+
+
+def test_answers_cut_off_and_all_alike_are_warned_about(tmp_path):
+    cut = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "policy", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Sure"}, "finish_reason": "length"}]})
+    with ScriptedServer(handler=lambda request: Reply(body=cut)) as model, ScriptedServer(handler=follow_all) as judge:
+        out = tmp_path / "run"
+        done = subprocess.run(_run_args(out, model.base_url, judge.base_url, "--limit=1"), capture_output=True,
+                              text=True, check=True)
+    warnings = _metrics(out)["warnings"]
+    assert warnings == [
+        "5 of 5 answers were cut off at the token limit (finish_reason length): raise --max_tokens",
+        "5 of 5 answers are the same text ('Sure'): the model ignores its input"]
+    assert all(f"warning: {w}" in done.stderr for w in warnings)
+    assert all(r["truncated"] for r in _lines(out / "responses.jsonl"))

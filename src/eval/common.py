@@ -1,23 +1,29 @@
-"""What the evaluation CLIs share: endpoint config from flags, the output lock, tables and JSON output."""
+"""What the evaluation CLIs share: endpoint config from flags, the output lock, tables and JSON output.
+
+The LLM client is imported only where calls are made, so the data-reading modules that use the
+helpers here never load it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from rpo.utils.io import InputError, output_lock
-from rpo.utils.llm.client import LLMClient, LLMError
 from rpo.utils.llm.config import PipelineConfig
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from rpo.utils.llm.client import LLMClient
 
-ROLE_FLAGS = ("model", "base_url", "api_key_env", "temperature", "max_tokens")
+T = TypeVar("T")
 
 
 def describe_error(err: ValidationError) -> str:
@@ -70,9 +76,27 @@ def exclusive_output(output_dir: str | Path) -> Iterator[Path]:
         yield output_dir
 
 
+def writer_running(output_dir: str | Path) -> bool:
+    """Whether a run holds the output lock of `output_dir` right now (its results are still growing)."""
+    output_dir = Path(output_dir)
+    lock_path = output_dir.with_name(f".{output_dir.name}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def run_calls(pipeline: PipelineConfig, work: Callable[[LLMClient], Awaitable[T]], resume_hint: str) -> T:
     """Run `work` with one client and print its usage table whatever happens; a request that failed
     for good ends the command with one line and exit 1 (what was written is kept for the resume)."""
+    from rpo.utils.llm.client import LLMClient, LLMError
 
     async def go() -> T:
         async with LLMClient(pipeline) as client:

@@ -4,10 +4,10 @@ A session is a list of turns; a turn is its list of per-constraint verdicts, or 
 turn could not be judged. A verdict is `True` (followed: SysBench's `是`), `False` (not followed:
 `否`) or `None` (any other answer, such as SysBench's occasional `不适用`).
 
-The rules are SysBench's own analysis, which its published tables come from:
+The rules are SysBench's own analysis (`analysis_eval_results`), which its published tables come from:
 - CSR: followed verdicts over all verdicts of all turns, pooled (only `True` counts as followed);
-- ISR: share of turns with no `False` verdict (a turn without criteria, or whose only non-`是`
-  verdicts are `不适用`, is a followed turn, as SysBench's "usable" column counts it);
+- ISR: share of turns whose verdicts are all `True` (a `不适用` fails the turn; a turn without
+  criteria is followed);
 - SSR: per session, the followed turns from the first until the first failure, divided by the
   session's turns (5 in SysBench), averaged over sessions.
 Unjudged turns are left out of CSR and ISR; a session whose streak reaches an unjudged turn has an
@@ -30,7 +30,7 @@ U = TypeVar("U")
 
 
 def turn_followed(turn: Turn) -> bool:
-    return False not in turn
+    return all(v is True for v in turn)
 
 
 def csr(sessions: list[Session]) -> float:

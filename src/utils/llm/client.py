@@ -20,6 +20,7 @@ Why each part is here:
   are off, so nothing retries twice, and every retry is counted and logged);
 - every answer is cached on disk under the hash of the full request (`ResponseCache`), so a rerun
   costs no calls; with `log_requests` the entry also holds the request, to audit what a judge saw;
+  a caller that can tell a usable answer (`accept`) caches only those, so asking again asks anew;
 - servers that return fewer than `n` choices (no `n` support) are topped up with more requests;
 - token counts and cost are tallied per role for the usage table every stage prints;
 - an answer holding text that UTF-8 cannot encode (a lone surrogate) has it replaced by U+FFFD, so
@@ -47,7 +48,7 @@ import re
 import socket
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import urlparse
 
@@ -79,6 +80,7 @@ class ChatResult:
     prompt_tokens: int
     completion_tokens: int
     cached: bool
+    finish_reasons: list[str | None] = field(default_factory=list)  # per text; empty for a cached result
 
 
 @dataclass
@@ -251,19 +253,20 @@ def _safe_text(text: str) -> str:
     return text
 
 
-def _parse(completion: Any, url: str) -> tuple[list[str], int, int]:
-    """Choice texts and token counts of a chat completion; anything else is malformed."""
+def _parse(completion: Any, url: str) -> tuple[list[str], int, int, list[str | None]]:
+    """Choice texts, token counts and finish reasons of a chat completion; anything else is malformed."""
     choices = getattr(completion, "choices", None) if isinstance(completion, ChatCompletion) else None
     if not isinstance(choices, list) or not choices:
         raise _MalformedResponse(f"malformed response from {url}: no choices")
     try:
         texts = [_safe_text(choice.message.content or "") for choice in choices]
+        finish_reasons = [getattr(choice, "finish_reason", None) for choice in choices]
         usage = completion.usage
         prompt_tokens = int(usage.prompt_tokens or 0) if usage else 0
         completion_tokens = int(usage.completion_tokens or 0) if usage else 0
     except (AttributeError, TypeError, ValueError) as err:
         raise _MalformedResponse(f"malformed response from {url}: bad choice or usage ({err!r})") from None
-    return texts, prompt_tokens, completion_tokens
+    return texts, prompt_tokens, completion_tokens, finish_reasons
 
 
 class LLMClient:
@@ -299,8 +302,12 @@ class LLMClient:
                 _check_host(role, url)
             self._checked.add(role)
 
-    async def chat(self, role: str, messages: list[dict], n: int = 1, **overrides: Any) -> ChatResult:
+    async def chat(self, role: str, messages: list[dict], n: int = 1,
+                   accept: Callable[[ChatResult], bool] | None = None, **overrides: Any) -> ChatResult:
         """`n` replies from `role` to `messages`; `overrides` replace the role's settings for this call.
+
+        With `accept`, only a result it accepts is cached or taken from the cache: an unusable
+        answer is returned once and asked again by the next identical call.
 
         Overrides named like a role setting (temperature, top_p, max_tokens, timeout_s, model,
         extra_body) replace it; any other (stop, seed, response_format, ...) is passed to
@@ -321,9 +328,13 @@ class LLMClient:
         key = ResponseCache.key({"base_url": plan.cache_endpoint, **request})
         entry = self._cache.get(key)
         if entry is not None:
-            usage.cache_hits += 1
-            return ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True)
+            cached = ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True)
+            if accept is None or accept(cached):
+                usage.cache_hits += 1
+                return cached
         result = await self._complete(plan, messages, n)
+        if accept is not None and not accept(result):
+            return result
         entry = {"texts": result.texts, "prompt_tokens": result.prompt_tokens,
                  "completion_tokens": result.completion_tokens}
         if self.config.log_requests:
@@ -437,6 +448,7 @@ class LLMClient:
             self.check_roles([plan.role])
         cap_key = (*plan.urls, plan.model)
         texts: list[str] = []
+        finish_reasons: list[str | None] = []
         prompt_tokens = completion_tokens = 0
         batches = [n]
         while batches:
@@ -444,8 +456,9 @@ class LLMClient:
                 answers = [await self._request(plan, messages, batches[0])]
             else:
                 answers = await asyncio.gather(*(self._request(plan, messages, k) for k in batches))
-            for asked, (got, p_tok, c_tok) in zip(batches, answers):
+            for asked, (got, p_tok, c_tok, reasons) in zip(batches, answers):
                 texts.extend(got)
+                finish_reasons.extend(reasons)
                 prompt_tokens += p_tok
                 completion_tokens += c_tok
                 if len(got) < asked:
@@ -455,10 +468,11 @@ class LLMClient:
                 break
             cap = self._n_cap.get(cap_key, missing)
             batches = [min(cap, missing - i * cap) for i in range(math.ceil(missing / cap))]
-        return ChatResult(texts[:n], prompt_tokens, completion_tokens, False)
+        return ChatResult(texts[:n], prompt_tokens, completion_tokens, False, finish_reasons[:n])
 
-    async def _request(self, plan: _Plan, messages: list[dict], n: int) -> tuple[list[str], int, int]:
-        """One request, retried; its choice texts and token counts, or LLMError."""
+    async def _request(self, plan: _Plan, messages: list[dict], n: int
+                       ) -> tuple[list[str], int, int, list[str | None]]:
+        """One request, retried; its choice texts, token counts and finish reasons, or LLMError."""
         usage = self._usage[plan.role]
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
@@ -469,7 +483,7 @@ class LLMClient:
         )
         failure: str | None = None
         try:
-            texts, p_tok, c_tok = await retrying(self._attempt, plan, messages, n)
+            texts, p_tok, c_tok, reasons = await retrying(self._attempt, plan, messages, n)
         except (openai.OpenAIError, _MalformedResponse) as err:
             attempts = retrying.statistics.get("attempt_number", 1)
             verdict = f"gave up after {attempts} attempt{'s' * (attempts != 1)}" if _retryable(err) else "failed"
@@ -480,9 +494,10 @@ class LLMClient:
         usage.prompt_tokens += p_tok
         usage.completion_tokens += c_tok
         usage.cost += (p_tok * plan.price[0] + c_tok * plan.price[1]) / 1000
-        return texts, p_tok, c_tok
+        return texts, p_tok, c_tok, reasons
 
-    async def _attempt(self, plan: _Plan, messages: list[dict], n: int) -> tuple[list[str], int, int]:
+    async def _attempt(self, plan: _Plan, messages: list[dict], n: int
+                       ) -> tuple[list[str], int, int, list[str | None]]:
         async with self._semaphore:
             endpoint = self._pick(plan)
             endpoint.in_flight += 1

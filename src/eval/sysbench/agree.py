@@ -13,10 +13,10 @@ from typing import Any
 
 from rpo.eval.common import pct, refuse_other_models, table
 from rpo.eval.metrics import score
-from rpo.eval.sysbench_data import EvalDialogue, JudgedTurn, load_dialogues
-from rpo.eval.sysbench_judge import JUDGE_ROLE, judge_turn
-from rpo.eval.sysbench_metrics import sessions_of
-from rpo.eval.sysbench_run import ResponseRecord
+from rpo.eval.sysbench.data import EvalDialogue, JudgedTurn, load_dialogues, read_judgments
+from rpo.eval.sysbench.judge import JUDGE_ROLE, JudgeProtocol, TurnContext, judge_turn
+from rpo.eval.sysbench.metrics import sessions_of
+from rpo.eval.sysbench.run import ResponseRecord
 from rpo.utils.io import InputError, JsonlAppender, read_jsonl
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.concurrency import bounded_map
@@ -51,13 +51,13 @@ def recorded_contexts(eval_file: str | Path) -> dict[tuple[Any, int], Context]:
     return contexts
 
 
-async def rejudge(client: LLMClient, eval_file: str, recorded: list[list[JudgedTurn]], out: Path, lang: str,
-                  attempts: int, concurrency: int, quiet: bool = False) -> list[list[JudgedTurn]]:
+async def rejudge(client: LLMClient, eval_file: str, recorded: list[list[JudgedTurn]], out: Path,
+                  protocol: JudgeProtocol, concurrency: int, quiet: bool = False) -> list[list[JudgedTurn]]:
     """The recorded turns judged again by the configured judge (resumable, cached)."""
     contexts = recorded_contexts(eval_file)
     path = out / "judgments.jsonl"
     with JsonlAppender(path) as sink:
-        done = {(t.system_id, t.turn): t for t in read_jsonl(path, JudgedTurn, allow_empty=True)}
+        done = {(t.system_id, t.turn): t for t in read_judgments(path) if t.verdicts is not None}
         refuse_other_models(path, {t.judge_model for t in done.values() if t.attempts},
                             client.config.role(JUDGE_ROLE).model)
         todo = [t for dialogue in recorded for t in dialogue if (t.system_id, t.turn) not in done]
@@ -67,13 +67,17 @@ async def rejudge(client: LLMClient, eval_file: str, recorded: list[list[JudgedT
             if key not in contexts:
                 raise InputError(f"{eval_file}: system_id {turn.system_id} turn {turn.turn}: no recorded conversation")
             system, history = contexts[key]
-            judgment = await judge_turn(client, system, history, turn.query, turn.response, turn.criteria, lang,
-                                        attempts)
+            messages = [{"role": "system", "content": system}]
+            for query, answer in history:
+                messages += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
+            messages.append({"role": "user", "content": turn.query})
+            judgment = await judge_turn(client, protocol, TurnContext(messages, turn.response, turn.criteria))
             return turn.model_copy(update={"verdicts": judgment.verdicts, "reasons": judgment.reasons,
                                            "attempts": judgment.attempts, "judge_model": judgment.judge_model})
 
         async for _, new in bounded_map(one, todo, concurrency, desc=None if quiet else "re-judging turns"):
-            sink.write(new)
+            if new.verdicts is not None:  # an unjudged turn is asked again by a rerun
+                sink.write(new)
             done[(new.system_id, new.turn)] = new
     if not quiet and len(todo) < sum(map(len, recorded)):
         print(f"reused {sum(map(len, recorded)) - len(todo)} earlier judgments from {path}", file=sys.stderr)

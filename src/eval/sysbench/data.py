@@ -5,6 +5,13 @@ their system prompt, five user turns with reference answers, and per-turn criter
 evaluation output (the same dialogues with `eval_results[user prompt]`). SysBench writes some
 fields of the latter as Python dict literals (`"{'1': '是'}"`), so those are parsed as well.
 This toolkit's own runs store one `JudgedTurn` per line in `judgments.jsonl`.
+
+Verdicts are checked, not guessed at: each criterion of a turn has exactly one verdict, and each
+verdict is one of the words SysBench's judges write: `是`, `否`, and the few others found in its
+published evaluation outputs (`不适用`, `部分是`, `部分`, `无法判断`, `无法评判`, `忽略`), which its
+analysis counts as not followed. Anything else (`yes`, `true`, ` 是`) stops the read with one line
+naming file, dialogue, turn and criterion. Fields that no figure depends on
+(`领域`, `场景`, ...) may hold anything.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from rpo.eval.common import describe_error
-from rpo.utils.io import InputError, read_jsonl
+from rpo.utils.io import InputError, iter_lines, parse_jsonl_line
 
-FOLLOWED, NOT_FOLLOWED = "是", "否"
+FOLLOWED, NOT_FOLLOWED, NOT_APPLICABLE = "是", "否", "不适用"
+# every verdict word in SysBench's published evaluation outputs (its judge is asked for 是 or 否)
+VERDICT_WORDS = (FOLLOWED, NOT_FOLLOWED, NOT_APPLICABLE, "部分是", "部分", "无法判断", "无法评判", "忽略")
 
 
 def literal_mapping(value: Any) -> Any:
@@ -74,8 +83,8 @@ class Dialogue(BaseModel):
     messages: list[Message]
     prompt_infos: dict[str, PromptInfo]
     rounds_related: bool
-    domain: str | None = Field(None, alias="领域")
-    scene: str | None = Field(None, alias="场景")
+    domain: Any = Field(None, alias="领域")
+    scene: Any = Field(None, alias="场景")
 
     @model_validator(mode="after")
     def _conversation(self) -> Dialogue:
@@ -104,17 +113,12 @@ class EvalResult(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    verdicts: dict[str, str] = Field(alias="评判结果")
+    verdicts: dict[str, Any] = Field(alias="评判结果")
     reasons: Any = Field(None, alias="评判理由")
     criteria: dict[str, Criterion] | None = None
     response: str = ""
 
     _keys = field_validator("verdicts", "criteria", mode="before")(classmethod(lambda cls, v: _str_keys(v)))
-
-    @field_validator("verdicts", mode="after")
-    @classmethod
-    def _strip(cls, value: dict[str, str]) -> dict[str, str]:
-        return {k: v.strip() for k, v in value.items()}
 
 
 class EvalDialogue(Dialogue):
@@ -134,16 +138,33 @@ class JudgedTurn(BaseModel):
     alignment: str
     rounds_related: bool
     criteria: dict[str, Criterion]
-    verdicts: dict[str, str] | None
+    verdicts: dict[str, Any] | None
     reasons: Any = None
     attempts: int = 0
     judge_model: str | None = None
 
     def followed(self) -> list[bool | None] | None:
-        """Per verdict: True for 是, False for 否, None for any other answer; None if unjudged."""
+        """Per verdict: True for 是, False for 否, None for any other word; None if unjudged."""
         if self.verdicts is None:
             return None
         return [True if v == FOLLOWED else False if v == NOT_FOLLOWED else None for v in self.verdicts.values()]
+
+
+def check_verdicts(label: str, turn: JudgedTurn) -> None:
+    """Refuse a judged turn whose verdicts do not match its criteria one to one in SysBench's words."""
+    if turn.verdicts is None:
+        return
+    where = f"{label}: turn {turn.turn}"
+    for key in turn.verdicts:
+        if key not in turn.criteria:
+            raise InputError(f"{where}: criterion {key}: a verdict for a criterion the turn does not have")
+    for key in turn.criteria:
+        if key not in turn.verdicts:
+            raise InputError(f"{where}: criterion {key}: no verdict")
+        verdict = turn.verdicts[key]
+        if verdict not in VERDICT_WORDS:
+            raise InputError(f"{where}: criterion {key}: verdict {json.dumps(verdict, ensure_ascii=False)} is "
+                             f"not one of SysBench's ({', '.join(VERDICT_WORDS)})")
 
 
 def _record_label(index: int, raw: Any) -> str:
@@ -162,6 +183,8 @@ def load_dialogues(path: str | Path, model: type[Dialogue] = Dialogue) -> list[A
         raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
     if not isinstance(raw, list):
         raise InputError(f"{path}: expected a JSON array of dialogues, got {type(raw).__name__}")
     if not raw:
@@ -170,6 +193,8 @@ def load_dialogues(path: str | Path, model: type[Dialogue] = Dialogue) -> list[A
     for index, item in enumerate(raw):
         try:
             record = model.model_validate(item)
+        except RecursionError:
+            raise InputError(f"{path}: {_record_label(index, item)}: nested too deeply") from None
         except ValidationError as err:
             raise InputError(f"{path}: {_record_label(index, item)}: {describe_error(err)}") from None
         if record.system_id in seen:
@@ -196,18 +221,16 @@ def judged_from_eval_output(path: str | Path) -> list[list[JudgedTurn]]:
                 judged = dialogue.eval_results[query]
             else:
                 raise InputError(f"{label}: field eval_results: no result for the user message of turn {k}")
-            criteria = (judged.criteria if judged and judged.criteria else None) or info.criteria
-            if judged is not None:
-                unknown = [key for key in judged.verdicts if key not in criteria]
-                if unknown:
-                    raise InputError(f"{label}: field eval_results (turn {k}).评判结果: criterion {unknown[0]} "
-                                     "is not among the turn's criteria")
-            turns.append(JudgedTurn(
+            # SysBench's analysis reads the criteria stored with the verdicts; older files lack them
+            criteria = (judged.criteria if judged and judged.criteria is not None else None) or info.criteria
+            turn = JudgedTurn(
                 system_id=dialogue.system_id, turn=k, query=query,
                 response=judged.response if judged else "", alignment=info.alignment,
                 rounds_related=dialogue.rounds_related, criteria=criteria,
                 verdicts=judged.verdicts if judged else None, reasons=judged.reasons if judged else None,
-            ))
+            )
+            check_verdicts(label, turn)
+            turns.append(turn)
         result.append(turns)
     return result
 
@@ -220,13 +243,36 @@ def group_turns(turns: Iterable[JudgedTurn]) -> list[list[JudgedTurn]]:
     return [sorted(ts, key=lambda t: t.turn) for ts in by_dialogue.values()]
 
 
+def read_judgments(path: str | Path) -> list[JudgedTurn]:
+    """The turns of a `judgments.jsonl`, each checked; a turn judged twice is refused.
+
+    A record without verdicts (an unjudged turn, as earlier versions wrote them) gives way to a
+    later judgment of the same turn.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    turns: dict[tuple[Any, int], tuple[int, JudgedTurn]] = {}
+    for lineno, line in iter_lines(path):
+        turn = parse_jsonl_line(line, JudgedTurn, path, lineno)
+        key = (turn.system_id, turn.turn)
+        if key in turns and turns[key][1].verdicts is not None:
+            raise InputError(f"{path}: line {lineno}: system_id {turn.system_id} turn {turn.turn}: "
+                             f"recorded twice (first on line {turns[key][0]})")
+        check_verdicts(f"{path}: line {lineno}: system_id {turn.system_id}", turn)
+        turns[key] = (lineno, turn)
+    return [turn for _, turn in turns.values()]
+
+
 def load_judged(path: str | Path) -> list[list[JudgedTurn]]:
     """Judged turns from a run directory (its judgments.jsonl), a judgments.jsonl, or SysBench's output."""
     path = Path(path)
     if path.is_dir():
         path = path / "judgments.jsonl"
     if path.suffix == ".jsonl":
-        dialogues = group_turns(read_jsonl(path, JudgedTurn, allow_empty=True))
+        if not path.is_file():
+            raise InputError(f"{path}: file not found")
+        dialogues = group_turns(read_judgments(path))
         if not dialogues:
             raise InputError(f"{path}: no judged turns")
         return dialogues
