@@ -82,6 +82,34 @@ def test_turns_kept_until_max_turns_with_restated_constraints():
     assert last[-1]["content"].startswith("q2") and "[5] e" in last[-1]["content"]  # constraints restated
 
 
+class FixedTrigger:
+    def __init__(self, triggered):
+        self.triggered = triggered
+
+    async def select(self, profile, history, query):
+        return self.triggered
+
+
+def test_response_request_restates_the_triggered_constraints_only():
+    responder = EchoResponder()
+    asyncio.run(
+        self_play(PROFILE, ScriptedUser(), responder, TableJudge({}), max_turns=1, session_id="s", lang="en",
+                  trigger=FixedTrigger([1, 3]))
+    )
+    request = responder.seen[0][-1]["content"]
+    assert request == (
+        "q0\n\n(While answering, be sure to keep to these rules of your system prompt:\n[1] b\n[2] d\n"
+        "Reply to the message above directly, without mentioning these rules.)"
+    )
+    assert "1. a" in responder.seen[0][0]["content"]  # the system prompt still holds every constraint
+    responder = EchoResponder()
+    asyncio.run(
+        self_play(PROFILE, ScriptedUser(), responder, TableJudge({}), max_turns=1, session_id="s", lang="en",
+                  trigger=FixedTrigger([]))
+    )
+    assert responder.seen[0][-1]["content"] == "q0"  # nothing triggered: nothing restated
+
+
 def test_refines_below_threshold_and_keeps_the_turn_when_fixed():
     refiner = CountingRefiner()
     session, _ = play({"r2-0": 3, "r2-0+fix1": 3, "r2-0+fix1+fix2": 4}, max_turns=2, refiner=refiner)

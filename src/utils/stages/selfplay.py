@@ -59,15 +59,20 @@ class SelfPlayStats(Tally):
     first_failure: str = ""
 
 
-def response_messages(profile: ProfileCore, history: Messages, query: str, lang: str) -> Messages:
-    """System prompt, history, then the query with the constraints restated after it."""
+def response_messages(
+    profile: ProfileCore, history: Messages, query: str, lang: str, triggered: list[int] | None
+) -> Messages:
+    """System prompt, history, then the query with the constraints it triggers restated after it.
+
+    Only the triggered constraints are restated, as the authors do: restating a conditional rule
+    the query does not meet would pull the reference answer toward it. Without a selection
+    (`triggered=None`) every constraint is in play and restated; an empty selection restates none.
+    """
+    restated = profile.constraints if triggered is None else [profile.constraints[k] for k in triggered]
     return [
         {"role": "system", "content": render_system_prompt(profile, lang=lang)},
         *history,
-        {
-            "role": "user",
-            "content": render_lang("response", lang, query=query, constraints=profile.constraints),
-        },
+        {"role": "user", "content": render_lang("response", lang, query=query, constraints=restated)},
     ]
 
 
@@ -109,7 +114,9 @@ async def self_play(
                 end_reason = "trigger_unknown"
                 break
         in_play = (judge, profile, triggered, history, query)
-        candidates = await responder.respond(response_messages(profile, history, query, lang), n_candidates)
+        candidates = await responder.respond(
+            response_messages(profile, history, query, lang, triggered), n_candidates
+        )
         verdicts = await gather_or_cancel(*(judge_in_play(*in_play, c) for c in candidates))
         best_rate, best, best_verdicts = max(
             ((follow_rate(v.follows), c, v) for c, v in zip(candidates, verdicts)), key=lambda t: t[0]
