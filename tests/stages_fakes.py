@@ -67,6 +67,8 @@ def world(request: dict[str, Any]) -> str | list[str]:
                 for i, c in enumerate(rules_in(prompt), 1)
             ]
         )
+    if role == "user" and "<message>" in prompt:  # a query that opened like an earlier one, reworded
+        return f"Reworded: {between(prompt, '<message>', '</message>')}"
     if role == "user":
         turn = re.search(r"\((\d+) earlier turn", prompt).group(1)
         return f'User: "question {turn} #{digest(prompt) % 1000}"'

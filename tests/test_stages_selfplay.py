@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rpo.utils.roles.protocols import Reply
 from rpo.utils.schema import ProfileCore, SelfPlaySession, SystemProfile, UserProfile, Verdicts
 from rpo.utils.stages.selfplay import self_play
 
@@ -33,7 +34,7 @@ class EchoResponder:
 
     async def respond(self, messages, n):
         self.seen.append(messages)
-        return [f"r{len(self.seen)}-{i}" for i in range(n)]
+        return [Reply(f"r{len(self.seen)}-{i}") for i in range(n)]
 
 
 class TableJudge:
@@ -53,7 +54,7 @@ class CountingRefiner:
 
     async def refine(self, profile, history, query, response, verdicts):
         self.calls += 1
-        return f"{response}+fix{self.calls}"
+        return Reply(f"{response}+fix{self.calls}")
 
 
 def play(table, max_turns=5, refiner=None):
@@ -158,15 +159,21 @@ def test_sft_cli_sessions_dataset_and_resume(server, tmp_path):
     assert sorted(r.session_id for r in records) == ["p0", "p1", "p2"]
     assert all(r.user_id == "u0" for r in records)
     user_prompts = [r["messages"][0]["content"] for r in server.chat_requests if r["model"] == "user"]
-    assert all("Ahoy, I sail." in p for p in user_prompts)
+    query_prompts = [p for p in user_prompts if "<message>" not in p]
+    assert all("Ahoy, I sail." in p and "(20 words or fewer)" in p for p in query_prompts)
+    tones = {p.split("for example: ", 1)[1].split(". Now and then", 1)[0] for p in query_prompts}
+    assert len(tones) == 3 and all(len(t.split(", ")) == 10 for t in tones)  # one draw per session
     for record in records:
         assert record.end_reason in {"max_turns", "below_threshold"}
         for turn in record.turns:  # the trigger role is configured, so it selects each turn's constraints
             expected = [k - 1 for k in fake_triggered(turn.query, record.profile.constraints)]
-            assert turn.triggered == expected and turn.query.startswith("question ")
+            assert turn.triggered == expected
             in_play = [turn.follows[k] for k in expected]
             assert None not in in_play and sum(in_play) / len(in_play) >= 0.8
             assert all(turn.follows[k] is None for k in range(2) if k not in expected)
+        # every query opens "question N #...", so each after the first is reworded
+        assert [t.query.startswith("Reworded: question ") for t in record.turns] == [k > 0 for k in range(len(record.turns))]
+    assert f"rephrased (opened like an earlier query) {len(user_prompts) - len(query_prompts)}" in result.stdout
     trigger_calls = [r for r in server.chat_requests if r["model"] == "trigger"]
     assert len(trigger_calls) == sum(len(r.turns) + (r.end_reason != "max_turns") for r in records)
     dataset = json.loads((tmp_path / "rpo_sft.json").read_text())

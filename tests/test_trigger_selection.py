@@ -15,6 +15,7 @@ from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.roles.trigger import LLMTriggerSelector, judge_in_play, parse_triggered
+from rpo.utils.roles.protocols import Reply
 from rpo.utils.schema import ProfileCore, SelfPlaySession, SessionDetail, Verdicts
 from rpo.utils.stages.sampling import SamplingStats, sample_sessions
 from rpo.utils.stages.selfplay import SelfPlayStats, self_play
@@ -170,7 +171,7 @@ class CountingResponder:
 
     async def respond(self, messages, n):
         self.calls += 1
-        return [f"r{self.calls}-{i}" for i in range(n)]
+        return [Reply(f"r{self.calls}-{i}") for i in range(n)]
 
 
 class Rewriter:
@@ -179,7 +180,7 @@ class Rewriter:
 
     async def refine(self, profile, history, query, response, verdicts):
         self.seen.append(verdicts)
-        return response + "+fix"
+        return Reply(response + "+fix")
 
 
 FIVE = ProfileCore(name="Bot", constraints=["a", "b", "c", "d", "e"])

@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 
 import torch
+from rpo.utils.roles.protocols import Reply
 from rpo.utils.schema import Messages
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as transformers_logging
@@ -35,7 +36,7 @@ class LocalPolicy:
         torch.manual_seed(seed)
         self._pending: list[tuple[Messages, int, asyncio.Future]] = []
 
-    async def respond(self, messages: Messages, n: int) -> list[str]:
+    async def respond(self, messages: Messages, n: int) -> list[Reply]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._pending:
@@ -47,7 +48,7 @@ class LocalPolicy:
         pending, self._pending = self._pending, []
         prompts = [messages for messages, n, _ in pending for _ in range(n)]
         try:
-            texts = self.generate(prompts, greedy=False)
+            texts = self.sample(prompts)
         except Exception as err:  # noqa: BLE001 - re-raised in every waiting caller
             for _, _, future in pending:
                 future.set_exception(err)
@@ -57,10 +58,18 @@ class LocalPolicy:
             future.set_result(texts[start : start + n])
             start += n
 
-    @torch.inference_mode()
+    def sample(self, prompts: list[Messages]) -> list[Reply]:
+        """One sampled reply per prompt, marked truncated when it hit `max_new_tokens` before its end."""
+        return [Reply(text, truncated) for text, truncated in self._generate(prompts, greedy=False)]
+
     def generate(self, prompts: list[Messages], greedy: bool) -> list[str]:
         """One reply per prompt; sampling at `temperature`, or greedy decoding."""
-        texts: list[str] = []
+        return [text for text, _ in self._generate(prompts, greedy)]
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[Messages], greedy: bool) -> list[tuple[str, bool]]:
+        """(text, truncated) per prompt: truncated when no end-of-turn token came within `max_new_tokens`."""
+        texts: list[tuple[str, bool]] = []
         eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start : start + self.batch_size]
@@ -77,5 +86,7 @@ class LocalPolicy:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
             new_tokens = output[:, batch["input_ids"].shape[1] :]
-            texts += [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            ended = (new_tokens == eos).any(dim=1).tolist()
+            decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            texts += [(t.strip(), not done) for t, done in zip(decoded, ended)]
         return texts

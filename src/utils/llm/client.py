@@ -35,7 +35,7 @@ import math
 import os
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import urlparse
 
@@ -60,12 +60,22 @@ class LLMError(RuntimeError):
 
 @dataclass
 class ChatResult:
-    """The `n` reply texts of one chat request and what they cost in tokens."""
+    """The `n` reply texts of one chat request, what they cost in tokens, and why each ended.
+
+    `finish_reasons[i]` is the server's `finish_reason` for `texts[i]` ("stop", "length" when the
+    token cap cut it off, ...); None where the server sent none or the answer came from a cache
+    entry written before reasons were kept.
+    """
 
     texts: list[str]
     prompt_tokens: int
     completion_tokens: int
     cached: bool
+    finish_reasons: list[str | None] = field(default_factory=list)
+
+    def truncated(self, index: int) -> bool:
+        """Whether choice `index` was cut off by the token cap (`finish_reason: length`)."""
+        return index < len(self.finish_reasons) and self.finish_reasons[index] == "length"
 
 
 @dataclass
@@ -176,19 +186,20 @@ def _safe_text(text: str) -> str:
     return text
 
 
-def _parse(completion: Any, url: str) -> tuple[list[str], int, int]:
-    """Choice texts and token counts of a chat completion; anything else is malformed."""
+def _parse(completion: Any, url: str) -> tuple[list[str], int, int, list[str | None]]:
+    """Choice texts, token counts and finish reasons of a chat completion; anything else is malformed."""
     choices = getattr(completion, "choices", None) if isinstance(completion, ChatCompletion) else None
     if not isinstance(choices, list) or not choices:
         raise _MalformedResponse(f"malformed response from {url}: no choices")
     try:
         texts = [_safe_text(choice.message.content or "") for choice in choices]
+        reasons = [choice.finish_reason if isinstance(choice.finish_reason, str) else None for choice in choices]
         usage = completion.usage
         prompt_tokens = int(usage.prompt_tokens or 0) if usage else 0
         completion_tokens = int(usage.completion_tokens or 0) if usage else 0
     except (AttributeError, TypeError, ValueError) as err:
         raise _MalformedResponse(f"malformed response from {url}: bad choice or usage ({err!r})") from None
-    return texts, prompt_tokens, completion_tokens
+    return texts, prompt_tokens, completion_tokens, reasons
 
 
 class LLMClient:
@@ -229,10 +240,11 @@ class LLMClient:
         entry = self._cache.get(key)
         if entry is not None:
             usage.cache_hits += 1
-            return ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True)
+            reasons = list(entry.get("finish_reasons") or [None] * len(entry["texts"]))
+            return ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True, reasons)
         result = await self._complete(plan, messages, n)
         entry = {"texts": result.texts, "prompt_tokens": result.prompt_tokens,
-                 "completion_tokens": result.completion_tokens}
+                 "completion_tokens": result.completion_tokens, "finish_reasons": result.finish_reasons}
         if self.config.log_requests:
             entry["request"] = request
         self._cache.put(key, entry)
@@ -278,8 +290,9 @@ class LLMClient:
     @staticmethod
     def _plan(role_name: str, role: RoleConfig, overrides: dict[str, Any]) -> _Plan:
         merged = {**role.model_dump(), **{k: v for k, v in overrides.items() if k in _ROLE_FIELDS}}
-        settings: dict[str, Any] = {"model": merged["model"], "temperature": merged["temperature"],
-                                    "max_tokens": merged["max_tokens"]}
+        settings: dict[str, Any] = {"model": merged["model"], "temperature": merged["temperature"]}
+        if merged["max_tokens"] is not None:  # None: no cap, the server's own limit
+            settings["max_tokens"] = merged["max_tokens"]
         if merged["top_p"] is not None:
             settings["top_p"] = merged["top_p"]
         passed = {k: v for k, v in overrides.items() if k not in _ROLE_FIELDS}
@@ -340,6 +353,7 @@ class LLMClient:
         """Ask for `n` choices; top up with further requests when the server returns fewer."""
         cap_key = (*plan.urls, plan.model)
         texts: list[str] = []
+        reasons: list[str | None] = []
         prompt_tokens = completion_tokens = 0
         batches = [n]
         while batches:
@@ -347,8 +361,9 @@ class LLMClient:
                 answers = [await self._request(plan, messages, batches[0])]
             else:
                 answers = await asyncio.gather(*(self._request(plan, messages, k) for k in batches))
-            for asked, (got, p_tok, c_tok) in zip(batches, answers):
+            for asked, (got, p_tok, c_tok, why) in zip(batches, answers):
                 texts.extend(got)
+                reasons.extend(why)
                 prompt_tokens += p_tok
                 completion_tokens += c_tok
                 if len(got) < asked:
@@ -358,10 +373,12 @@ class LLMClient:
                 break
             cap = self._n_cap.get(cap_key, missing)
             batches = [min(cap, missing - i * cap) for i in range(math.ceil(missing / cap))]
-        return ChatResult(texts[:n], prompt_tokens, completion_tokens, False)
+        return ChatResult(texts[:n], prompt_tokens, completion_tokens, False, reasons[:n])
 
-    async def _request(self, plan: _Plan, messages: list[dict], n: int) -> tuple[list[str], int, int]:
-        """One request, retried; its choice texts and token counts, or LLMError."""
+    async def _request(
+        self, plan: _Plan, messages: list[dict], n: int
+    ) -> tuple[list[str], int, int, list[str | None]]:
+        """One request, retried; its choice texts, token counts and finish reasons, or LLMError."""
         usage = self._usage[plan.role]
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
@@ -372,7 +389,7 @@ class LLMClient:
         )
         failure: str | None = None
         try:
-            texts, p_tok, c_tok = await retrying(self._attempt, plan, messages, n)
+            texts, p_tok, c_tok, reasons = await retrying(self._attempt, plan, messages, n)
         except (openai.OpenAIError, _MalformedResponse) as err:
             attempts = retrying.statistics.get("attempt_number", 1)
             verdict = f"gave up after {attempts} attempt{'s' * (attempts != 1)}" if _retryable(err) else "failed"
@@ -383,9 +400,11 @@ class LLMClient:
         usage.prompt_tokens += p_tok
         usage.completion_tokens += c_tok
         usage.cost += (p_tok * plan.price[0] + c_tok * plan.price[1]) / 1000
-        return texts, p_tok, c_tok
+        return texts, p_tok, c_tok, reasons
 
-    async def _attempt(self, plan: _Plan, messages: list[dict], n: int) -> tuple[list[str], int, int]:
+    async def _attempt(
+        self, plan: _Plan, messages: list[dict], n: int
+    ) -> tuple[list[str], int, int, list[str | None]]:
         async with self._semaphore:
             endpoint = self._pick(plan)
             endpoint.in_flight += 1
