@@ -14,8 +14,8 @@ import yaml
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.prompts.system_prompt import render_system_prompt
-from rpo.utils.roles.trigger import LLMTriggerSelector, judge_in_play, parse_triggered
 from rpo.utils.roles.protocols import Reply
+from rpo.utils.roles.trigger import LLMTriggerSelector, judge_in_play, parse_triggered
 from rpo.utils.schema import ProfileCore, SelfPlaySession, SessionDetail, Verdicts
 from rpo.utils.stages.sampling import SamplingStats, sample_sessions
 from rpo.utils.stages.selfplay import SelfPlayStats, self_play
@@ -84,8 +84,10 @@ def test_selector_answer_names_rules_by_number(server):
         ('{"triggered": [1, 3, 1]}', "it names rule 1 more than once."),
         ("I think rules 1 and 3.", "it is not valid JSON of the requested shape."),
         ('{"triggered": [1.5]}', "some items lack a usable value for reason, triggered."),
-        ('{"reason": "nothing applies", "triggered": []}', "it names no rule. An empty selection is not accepted: "
-         "check each rule again, with points 1 and 2 in mind."),
+        (
+            '{"reason": "nothing applies", "triggered": []}',
+            "it names no rule. An empty selection is not accepted: check each rule again, with points 1 and 2 in mind.",
+        ),
     ],
 )
 def test_bad_answer_is_retried_in_the_same_conversation(server, bad, retry_line):
