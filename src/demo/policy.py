@@ -37,6 +37,8 @@ class LocalPolicy:
         self._pending: list[tuple[Messages, int, asyncio.Future]] = []
 
     async def respond(self, messages: Messages, n: int) -> list[Reply]:
+        """Sampled replies, never marked truncated: the demo scores a reply cut at `max_new_tokens`
+        as it stands, as its calibration (README) was made."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._pending:
@@ -48,28 +50,20 @@ class LocalPolicy:
         pending, self._pending = self._pending, []
         prompts = [messages for messages, n, _ in pending for _ in range(n)]
         try:
-            texts = self.sample(prompts)
+            texts = self.generate(prompts, greedy=False)
         except Exception as err:  # noqa: BLE001 - re-raised in every waiting caller
             for _, _, future in pending:
                 future.set_exception(err)
             return
         start = 0
         for _, n, future in pending:
-            future.set_result(texts[start : start + n])
+            future.set_result([Reply(text) for text in texts[start : start + n]])
             start += n
 
-    def sample(self, prompts: list[Messages]) -> list[Reply]:
-        """One sampled reply per prompt, marked truncated when it hit `max_new_tokens` before its end."""
-        return [Reply(text, truncated) for text, truncated in self._generate(prompts, greedy=False)]
-
+    @torch.inference_mode()
     def generate(self, prompts: list[Messages], greedy: bool) -> list[str]:
         """One reply per prompt; sampling at `temperature`, or greedy decoding."""
-        return [text for text, _ in self._generate(prompts, greedy)]
-
-    @torch.inference_mode()
-    def _generate(self, prompts: list[Messages], greedy: bool) -> list[tuple[str, bool]]:
-        """(text, truncated) per prompt: truncated when no end-of-turn token came within `max_new_tokens`."""
-        texts: list[tuple[str, bool]] = []
+        texts: list[str] = []
         eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start : start + self.batch_size]
@@ -86,7 +80,5 @@ class LocalPolicy:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
             new_tokens = output[:, batch["input_ids"].shape[1] :]
-            ended = (new_tokens == eos).any(dim=1).tolist()
-            decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            texts += [(t.strip(), not done) for t, done in zip(decoded, ended)]
+            texts += [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         return texts
