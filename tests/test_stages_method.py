@@ -213,3 +213,13 @@ def test_paper_config_samples_and_refines_as_the_authors():
     assert config.sampling_refinement is not None
     assert (config.sampling_refinement.threshold, config.sampling_refinement.rounds) == (0.7, 3)
     assert config.language == "zh"
+
+
+def test_pair_construction_loads_neither_the_llm_layer_nor_the_roles():
+    import subprocess
+    import sys
+
+    code = ("import sys, rpo.utils.pairs.build, rpo.utils.pairs.records; "
+            "print([m for m in sys.modules if m.startswith(('rpo.utils.llm', 'rpo.utils.roles'))])")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
