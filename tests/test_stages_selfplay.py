@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rpo.utils.roles.protocols import Reply
 from rpo.utils.schema import ProfileCore, SelfPlaySession, SystemProfile, UserProfile, Verdicts
-from rpo.utils.stages.selfplay import self_play
+from rpo.utils.stages.selfplay import SelfPlayStats, self_play
 
 from tests.scripted_server import ScriptedServer
 from tests.stages_fakes import fake_triggered, profile_record, world, write_config, write_jsonl
@@ -123,6 +123,33 @@ def test_session_ends_when_three_refinements_do_not_reach_80_percent():
     table = {"r2-0": 1, "r2-0+fix1": 3, "r2-0+fix1+fix2": 3, "r2-0+fix1+fix2+fix3": 2}
     session, _ = play(table, refiner=refiner)
     assert refiner.calls == 3 and len(session.turns) == 1 and session.end_reason == "below_threshold"
+
+
+class CutResponder:
+    """The first candidate of every request is cut off by the token cap."""
+
+    async def respond(self, messages, n):
+        return [Reply("cut", truncated=True), *(Reply(f"ok{i}") for i in range(1, n))]
+
+
+def test_truncated_candidates_are_never_judged_nor_kept():
+    judge = TableJudge({"cut": 5, "ok1": 4})
+    seen = []
+    original = judge.judge
+
+    async def recording(profile, history, query, response):
+        seen.append(response)
+        return await original(profile, history, query, response)
+
+    judge.judge = recording
+    stats = SelfPlayStats()
+    session = asyncio.run(self_play(PROFILE, ScriptedUser(), CutResponder(), judge, max_turns=2, n_candidates=2,
+                                    session_id="s", lang="en", stats=stats))
+    assert [t.reference_response for t in session.turns] == ["ok1", "ok1"] and "cut" not in seen
+    assert stats.truncated == 2 and session.lang == "en"
+    session = asyncio.run(self_play(PROFILE, ScriptedUser(), CutResponder(), judge, max_turns=2, n_candidates=1,
+                                    session_id="s", lang="en", stats=stats))
+    assert session.turns == [] and session.end_reason == "truncated"
 
 
 def test_unjudged_turn_ends_the_session_without_refining():

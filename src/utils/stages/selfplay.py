@@ -100,7 +100,9 @@ async def self_play(
     candidates and their rewrites), only they are judged and count toward `threshold`, and the turn
     stores them as `triggered`. A turn whose selection stays unknown ends the session
     (`end_reason` "trigger_unknown"): judging it as if every constraint were in play would keep a
-    turn on the wrong evidence.
+    turn on the wrong evidence. A candidate the token cap cut off is never judged nor kept; when
+    every candidate was cut off the session ends ("truncated"). The session records its prompt
+    language (`lang`), which sampling and pair construction then use.
     """
     stats = stats if stats is not None else SelfPlayStats()
     lang = resolve_lang(lang, profile)
@@ -119,18 +121,18 @@ async def self_play(
 
         judge_one = partial(judge_in_play, judge, profile, triggered, history, query)
 
-        replies = await responder.respond(response_messages(profile, history, query, lang, triggered), n_candidates)
+        messages = response_messages(profile, history, query, lang, triggered)
+        replies = await responder.respond(messages, n_candidates)
         pool = await judge_replies(replies, judge_one)
         stats.truncated += sum(reply.truncated for reply in replies)
         best = best_of(pool)
         if best is None:
-            unjudged = any(not reply.truncated for reply in replies)
+            unjudged = not replies or any(not reply.truncated for reply in replies)
             stats.unjudged += int(unjudged)
             end_reason = "unjudged" if unjudged else "truncated"
             break
         rewrites: list[Judged] = []
         if refiner is not None:
-
             refine_one = partial(_rewrite, refiner, profile, history, query)
             best, rewrites = await refine_best(best, refine_one, judge_one, threshold, max_refines)
         stats.refinements += len(rewrites)
