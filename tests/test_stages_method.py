@@ -223,3 +223,40 @@ def test_pair_construction_loads_neither_the_llm_layer_nor_the_roles():
             "print([m for m in sys.modules if m.startswith(('rpo.utils.llm', 'rpo.utils.roles'))])")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_sampling_cli_refines_when_the_config_says_so_and_judges_strictly_on_request(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.stages_fakes import session_record, world, write_config, write_jsonl
+
+    with ScriptedServer(handler=world) as server:
+        config = write_config(tmp_path / "p.yaml", server.base_url, None)
+        raw = yaml.safe_load(config.read_text())
+        config.write_text(yaml.safe_dump({**raw, "sampling_refinement": {"threshold": 1.0, "rounds": 1}}))
+        sessions = write_jsonl(tmp_path / "sessions.jsonl", [session_record(k) for k in range(3)])
+        detail = tmp_path / "detail.jsonl"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "src" / "dsc" / "dpo_data_construction.py"), f"--config={config}",
+             f"--sessions_path={sessions}", f"--detail_path={detail}", f"--output_dir={tmp_path}", "--n=2",
+             "--strict_judge"],
+            check=False, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        records = [SessionDetail.model_validate_json(line) for line in detail.read_text().splitlines()]
+        critic = [r["messages"][0]["content"] for r in server.chat_requests if r["model"] == "critic"]
+        judge = [r["messages"][0]["content"] for r in server.chat_requests
+                 if r["model"] == "judge" and "<response>" in r["messages"][0]["content"]]
+    refined = [s for d in records for t in d.turns for s in t.samples if s.model_dump().get("refined")]
+    below = [t for d in records for t in d.turns if min(_rate(s.follows) for s in t.samples[:2]) < 1.0
+             and max(_rate(s.follows) for s in t.samples[:2]) < 1.0]
+    assert len(refined) == len(critic) == len(below) > 0  # one round for every turn whose best fell short
+    assert all(d.lang == "en" for d in records) and f"rewrites added to the pool {len(critic)}" in result.stdout
+    assert judge and all("Be strict and literal" in p for p in judge)
+
+
+def _rate(follows):
+    in_play = [f for f in follows if f is not None]
+    return sum(in_play) / len(in_play) if in_play else 1.0
