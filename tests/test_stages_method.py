@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from rpo.utils.io import InputError
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
@@ -21,6 +24,7 @@ from rpo.utils.stages.sampling import Refinement, SamplingStats, sample_sessions
 
 from tests.scripted_server import Reply as ServerReply
 from tests.scripted_server import ScriptedServer
+from tests.stages_fakes import session_record, world, write_config, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 THREE = ProfileCore(name="Bot", description="Helps.", skills=["chat"], constraints=["a", "b", "c"])
@@ -216,9 +220,6 @@ def test_paper_config_samples_and_refines_as_the_authors():
 
 
 def test_pair_construction_loads_neither_the_llm_layer_nor_the_roles():
-    import subprocess
-    import sys
-
     code = ("import sys, rpo.utils.pairs.build, rpo.utils.pairs.records; "
             "print([m for m in sys.modules if m.startswith(('rpo.utils.llm', 'rpo.utils.roles'))])")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
@@ -226,13 +227,6 @@ def test_pair_construction_loads_neither_the_llm_layer_nor_the_roles():
 
 
 def test_sampling_cli_refines_when_the_config_says_so_and_judges_strictly_on_request(tmp_path):
-    import subprocess
-    import sys
-
-    import yaml
-
-    from tests.stages_fakes import session_record, world, write_config, write_jsonl
-
     with ScriptedServer(handler=world) as server:
         config = write_config(tmp_path / "p.yaml", server.base_url, None)
         raw = yaml.safe_load(config.read_text())
