@@ -13,6 +13,7 @@ import yaml
 
 ROLES = ("profile", "user", "response", "judge", "critic", "reverse", "trigger")
 _RULE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
+_LISTED = re.compile(r"^(\d+)\. (.*)$", re.MULTILINE)
 
 
 def digest(text: str) -> int:
@@ -20,6 +21,10 @@ def digest(text: str) -> int:
 
 
 def rules_in(prompt: str) -> list[str]:
+    """The numbered rules a prompt shows: a `<rules>` block, else a system prompt's constraint list."""
+    if "<system_prompt>" in prompt:
+        listed = between(prompt, "<system_prompt>", "</system_prompt>").split("# Constraints", 1)[-1]
+        return [m.group(2).strip() for m in _LISTED.finditer(listed)]
     block = prompt.split("<rules>", 1)[1].split("</rules>", 1)[0] if "<rules>" in prompt else prompt
     return [m.group(2).strip() for m in _RULE.finditer(block)]
 
@@ -62,6 +67,8 @@ def world(request: dict[str, Any]) -> str | list[str]:
                 for i, c in enumerate(rules_in(prompt), 1)
             ]
         )
+    if role == "user" and "<message>" in prompt:  # a query that opened like an earlier one, reworded
+        return f"Reworded: {between(prompt, '<message>', '</message>')}"
     if role == "user":
         turn = re.search(r"\((\d+) earlier turn", prompt).group(1)
         return f'User: "question {turn} #{digest(prompt) % 1000}"'

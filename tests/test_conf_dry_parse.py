@@ -26,7 +26,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 TRAINING_YAMLS = sorted(p for p in CONF.rglob("*.yaml") if p.parent.name not in ("pipeline",))
-PAPER_PER_DEVICE_BATCH = {"llama3.1_70b": 1, "qwen2.5_72b": 1, "qwen2.5_7b": 4, "": 2}
+PAPER_SETUP = {  # per-device batch, GPUs, cutoff_len of the authors' configs, by model
+    "llama3.1_70b": (1, 8, 4096),
+    "qwen2.5_72b": (2, 8, 2048),
+    "qwen2.5_7b": (4, 4, 2048),
+    "": (2, 8, 4096),  # Llama-3.1-8B
+}
 
 
 def _label(path: Path) -> str:
@@ -70,18 +75,21 @@ def test_llamafactory_accepts_the_yaml(path, tmp_path):
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=_label)
 def test_paper_recipe_and_its_comments_agree(path, tmp_path):
-    """The authors' per-device batch × 64 accumulation, a 10 % validation split evaluated on steps, and a
-    header whose effective batch for 4 and 8 GPUs is what the numbers below it give."""
+    """The authors' per-device batch × 64 accumulation on their GPU count (effective batch 1,024; 512
+    for the 70B), their cutoff_len, logging every step and evaluation and a checkpoint every 5 steps,
+    a 10 % validation split, and a header that states the same numbers."""
     _, (_, data_args, training_args, finetuning_args, _) = dry_parse(path, tmp_path)
     model = re.sub(r"^(rpo|dpo|kto|sft)_?", "", path.stem)
-    batch = PAPER_PER_DEVICE_BATCH[model]
-    assert training_args.per_device_train_batch_size == batch
-    assert training_args.gradient_accumulation_steps == 64
+    batch, gpus, cutoff = PAPER_SETUP[model]
+    assert training_args.per_device_train_batch_size == training_args.per_device_eval_batch_size == batch
+    assert training_args.gradient_accumulation_steps == 64 and data_args.cutoff_len == cutoff
+    assert (training_args.logging_steps, training_args.eval_steps, training_args.save_steps) == (1, 5, 5)
+    assert batch * 64 * gpus == (512 if model == "llama3.1_70b" else 1024)
     assert training_args.learning_rate == (5e-5 if finetuning_args.stage == "sft" else 5e-4)
     assert data_args.val_size == 0.1 and training_args.eval_strategy == "steps" and training_args.eval_steps
     assert data_args.dataset_dir == "data"
     header = path.read_text()
-    assert f"{batch * 64 * 4} on 4 GPUs, {batch * 64 * 8} on 8" in header
+    assert f"x {gpus} GPUs = effective batch {batch * 64 * gpus} on {gpus} GPUs; cutoff_len {cutoff}" in header
     if path.stem.startswith("rpo"):
         assert "pref_beta * rpo_gamma" in header  # γ sits inside β; Eq. 4 prints it outside
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 from rpo.demo.constraints import FAMILIES, parse
-from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser
+from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, triggered
 from rpo.demo.world import ResponseWriter, make_profile, make_query, sample_constraints
 from rpo.utils.schema import ProfileCore
 from rpo.utils.stages.selfplay import response_messages
@@ -79,6 +79,7 @@ def test_writer_hits_targets_and_oracle_is_mostly_perfect():
         target = [rng.random() < 0.7 for _ in constraints]
         response = writer.write(constraints, query, target)
         exact += [c.check(query, response) for c in constraints] == target
-        oracle = asyncio.run(OracleResponder(i).respond(response_messages(profile, [], query, "en"), 1))[0]
+        messages = response_messages(profile, [], query, "en", triggered(profile.constraints, query))
+        oracle = asyncio.run(OracleResponder(i).respond(messages, 1))[0].text
         perfect += all(c.check(query, oracle) for c in constraints)
     assert exact / 200 > 0.7 and perfect / 200 > 0.9

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rpo.utils.generate_conf_file import build_config, gradient_accumulation, per_device_batch_for
+from rpo.utils.generate_conf_file import (
+    build_config,
+    gradient_accumulation,
+    paper_effective_batch,
+    per_device_batch_for,
+)
 from rpo.utils.tiny_model import build_tiny_model
 from transformers import AutoTokenizer
 
@@ -68,8 +73,9 @@ def test_rpo_config_content(setup):
     assert config["stage"] == "dpo" and config["rpo_gamma"] == 0.05 and config["pref_beta"] == 0.1
     assert config["cutoff_len"] == _expected_cutoff(model, rows, 8192)
     assert "deepspeed" not in config
-    # 36 training examples (40 less the 10 % validation split) / 512 per step → 1 step per epoch, 3 in all
-    assert config["logging_steps"] == 1 and config["save_steps"] == 10
+    # 36 training examples (40 less the 10 % validation split) / 1024 per step → 1 step per epoch, 3 in all:
+    # the authors' rule logs every step and evaluates and saves every 5
+    assert config["logging_steps"] == 1 and config["save_steps"] == config["eval_steps"] == 5
 
 
 def test_cutoff_is_capped_and_methods_differ(setup):
@@ -133,15 +139,15 @@ def test_generated_config_trains(setup):
 
 @pytest.mark.parametrize(
     ("gpus", "effective_batch", "accumulation"),
-    [(1, None, 256), (4, None, 64), (8, None, 32), (1, 1024, 512), (4, 1024, 128), (8, 1024, 64)],
+    [(1, None, 512), (4, None, 128), (8, None, 64), (1, 512, 256), (4, 512, 64), (8, 512, 32)],
 )
 def test_accumulation_reaches_the_effective_batch(setup, gpus, effective_batch, accumulation):
-    """Default: the authors' batch on 4 GPUs, 2 per device × 64 steps × 4 = 512 for a Llama-class model."""
+    """Default: the authors' batch, 2 per device × 64 steps × 8 GPUs = 1024 for a Llama-class 8B model."""
     _, model, data, _ = setup
     config = build_config(str(model), "rpo", gpus=gpus, dataset_dir=str(data), effective_batch=effective_batch)
     assert config["per_device_train_batch_size"] == 2
     assert config["gradient_accumulation_steps"] == accumulation
-    assert gpus * 2 * accumulation == (effective_batch or 512)
+    assert gpus * 2 * accumulation == (effective_batch or 1024)
     assert config["val_size"] == 0.1 and config["eval_strategy"] == "steps"
 
 
@@ -155,8 +161,17 @@ def test_per_device_batch_follows_the_model_size(setup, tmp_path):
     large.mkdir()
     (large / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80,
                                                    "intermediate_size": 28672, "vocab_size": 128256}))
+    large_qwen = tmp_path / "large_qwen"
+    large_qwen.mkdir()
+    (large_qwen / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 8192,
+                                                        "num_hidden_layers": 80, "intermediate_size": 29568,
+                                                        "vocab_size": 152064}))
     assert gradient_accumulation(4 * 64 * 8, 8, per_device_batch_for(qwen)) == 64
     assert per_device_batch_for(qwen) == 4 and per_device_batch_for(large) == 1 and per_device_batch_for(model) == 2
+    assert per_device_batch_for(large_qwen) == 2
+    # the authors' effective batches: Qwen2.5-7B on 4 GPUs, the rest on 8
+    assert [paper_effective_batch(m, per_device_batch_for(m)) for m in (qwen, large, large_qwen, model)] == [
+        1024, 512, 1024, 1024]
 
 
 def _one_line_refusal(proc: subprocess.CompletedProcess, message: str) -> None:

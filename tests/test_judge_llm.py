@@ -51,12 +51,12 @@ def server():
         yield s
 
 
-def judge_once(server, *replies, max_attempts=3, lang="en"):
+def judge_once(server, *replies, max_attempts=3, lang="en", strict=False):
     server.enqueue(*replies)
 
     async def go():
         async with LLMClient(config_for(server)) as client:
-            judge = LLMJudge(client, lang=lang, max_attempts=max_attempts)
+            judge = LLMJudge(client, lang=lang, max_attempts=max_attempts, strict=strict)
             verdicts = await judge.judge(PROFILE, [], "Give me a pancake recipe", "Flour, eggs, milk.")
             return verdicts, judge.stats
 
@@ -73,6 +73,16 @@ def test_good_answer_one_call_in_order(server):
         assert f"[{i}] {c}" in prompt
     assert "exactly 3 objects" in prompt and "almost never happens" in prompt  # the rare N/A rule
     assert "Give me a pancake recipe" in prompt and "Flour, eggs, milk." in prompt
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_method_judges_without_the_strict_line_unless_asked(server, lang):
+    strict_line = {"en": "Be strict and literal", "zh": "严格按字面判断"}[lang]
+    judge_once(server, answer([True, True, True]), lang=lang)
+    judge_once(server, answer([True, True, True]), lang=lang, strict=True)
+    default, strict = (request["messages"][0]["content"] for request in server.chat_requests)
+    assert strict_line not in default and strict_line in strict
+    assert strict.replace(next(line for line in strict.splitlines() if strict_line in line) + "\n", "") == default
 
 
 def test_malformed_but_repairable_answer(server):

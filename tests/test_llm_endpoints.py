@@ -65,7 +65,7 @@ def test_log_requests_stores_the_request_beside_the_answer_and_never_the_key(tmp
     entry = json.loads(path.read_text(encoding="utf-8"))
     assert entry == {
         "texts": result.texts, "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
+        "completion_tokens": result.completion_tokens, "finish_reasons": ["stop", "stop"],
         "request": {"model": "test-model", "temperature": 0.0, "max_tokens": 1024, "seed": 3,
                     "messages": MESSAGES, "n": 2},
     }
@@ -76,4 +76,5 @@ def test_requests_are_not_logged_by_default(tmp_path):
     with ScriptedServer() as server:
         chat(make_config(server.base_url, tmp_path / "cache"))
     [path] = (tmp_path / "cache").rglob("*.json")
-    assert set(json.loads(path.read_text(encoding="utf-8"))) == {"texts", "prompt_tokens", "completion_tokens"}
+    assert set(json.loads(path.read_text(encoding="utf-8"))) == {"texts", "prompt_tokens", "completion_tokens",
+                                                                "finish_reasons"}

@@ -7,8 +7,8 @@ import json
 
 import pytest
 from rpo.utils.llm.client import LLMClient
-from rpo.utils.roles.reverser import JudgeReversalVerifier, LLMReversalVerifier, LLMReverser, verify_reversals
-from rpo.utils.schema import ProfileCore, SessionDetail, Verdicts
+from rpo.utils.roles.reverser import LLMReversalVerifier, LLMReverser, verify_reversals
+from rpo.utils.schema import ProfileCore, SessionDetail
 
 from tests.scripted_server import ScriptedServer
 from tests.test_judge_llm import config_for
@@ -80,16 +80,16 @@ def test_gives_up_with_all_none_after_retries(server):
     assert stats.failed_profiles == 1 and len(server.requests) == 3
 
 
-class MentionJudge:
-    """A tiny rule judge: a constraint 'Mention X...' / 'Never mention X.' checked on the text."""
+class MentionVerifier:
+    """A tiny rule `ReversalVerifier`: a reversal 'Mention X...' / 'Never mention X.' checked on the text."""
 
-    async def judge(self, profile, history, query, response):
+    async def verify(self, profile, query, response, indices, reversals):
         follows = []
-        for c in profile.constraints:
+        for c in reversals:
             word = c.rstrip(".").split()[-1] if c.startswith("Never") else c.split()[1]
             present = word.lower() in response.lower()
             follows.append(not present if c.startswith("Never") else present)
-        return Verdicts(follows=follows)
+        return follows
 
 
 def detail(reversed_constraints):
@@ -119,11 +119,11 @@ def detail(reversed_constraints):
 
 def test_verify_flags_a_reversal_that_failing_samples_do_not_satisfy():
     good_and_bad = detail(["Never mention Paris.", "Mention Milan in every reply."])
-    checks = asyncio.run(verify_reversals(good_and_bad, JudgeReversalVerifier(MentionJudge())))
+    checks = asyncio.run(verify_reversals(good_and_bad, MentionVerifier()))
     assert [c.ok for c in checks] == [True, False]
     assert checks[0].checked == 2 and checks[0].satisfied == 2
     assert checks[1].checked == 1 and checks[1].satisfied == 0
-    unreversed = asyncio.run(verify_reversals(detail([None, None]), JudgeReversalVerifier(MentionJudge())))
+    unreversed = asyncio.run(verify_reversals(detail([None, None]), MentionVerifier()))
     assert [c.ok for c in unreversed] == [None, None]
 
 

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from rpo.utils.roles.protocols import Reply
 from rpo.utils.schema import ProfileCore, SelfPlaySession, SystemProfile, UserProfile, Verdicts
-from rpo.utils.stages.selfplay import self_play
+from rpo.utils.stages.selfplay import SelfPlayStats, self_play
 
 from tests.scripted_server import ScriptedServer
 from tests.stages_fakes import fake_triggered, profile_record, world, write_config, write_jsonl
@@ -33,7 +34,7 @@ class EchoResponder:
 
     async def respond(self, messages, n):
         self.seen.append(messages)
-        return [f"r{len(self.seen)}-{i}" for i in range(n)]
+        return [Reply(f"r{len(self.seen)}-{i}") for i in range(n)]
 
 
 class TableJudge:
@@ -53,7 +54,7 @@ class CountingRefiner:
 
     async def refine(self, profile, history, query, response, verdicts):
         self.calls += 1
-        return f"{response}+fix{self.calls}"
+        return Reply(f"{response}+fix{self.calls}")
 
 
 def play(table, max_turns=5, refiner=None):
@@ -82,6 +83,34 @@ def test_turns_kept_until_max_turns_with_restated_constraints():
     assert last[-1]["content"].startswith("q2") and "[5] e" in last[-1]["content"]  # constraints restated
 
 
+class FixedTrigger:
+    def __init__(self, triggered):
+        self.triggered = triggered
+
+    async def select(self, profile, history, query):
+        return self.triggered
+
+
+def test_response_request_restates_the_triggered_constraints_only():
+    responder = EchoResponder()
+    asyncio.run(
+        self_play(PROFILE, ScriptedUser(), responder, TableJudge({}), max_turns=1, session_id="s", lang="en",
+                  trigger=FixedTrigger([1, 3]))
+    )
+    request = responder.seen[0][-1]["content"]
+    assert request == (
+        "q0\n\n(While answering, be sure to keep to these rules of your system prompt:\n[1] b\n[2] d\n"
+        "Reply to the message above directly, without mentioning these rules.)"
+    )
+    assert "1. a" in responder.seen[0][0]["content"]  # the system prompt still holds every constraint
+    responder = EchoResponder()
+    asyncio.run(
+        self_play(PROFILE, ScriptedUser(), responder, TableJudge({}), max_turns=1, session_id="s", lang="en",
+                  trigger=FixedTrigger([]))
+    )
+    assert responder.seen[0][-1]["content"] == "q0"  # nothing triggered: nothing restated
+
+
 def test_refines_below_threshold_and_keeps_the_turn_when_fixed():
     refiner = CountingRefiner()
     session, _ = play({"r2-0": 3, "r2-0+fix1": 3, "r2-0+fix1+fix2": 4}, max_turns=2, refiner=refiner)
@@ -94,6 +123,33 @@ def test_session_ends_when_three_refinements_do_not_reach_80_percent():
     table = {"r2-0": 1, "r2-0+fix1": 3, "r2-0+fix1+fix2": 3, "r2-0+fix1+fix2+fix3": 2}
     session, _ = play(table, refiner=refiner)
     assert refiner.calls == 3 and len(session.turns) == 1 and session.end_reason == "below_threshold"
+
+
+class CutResponder:
+    """The first candidate of every request is cut off by the token cap."""
+
+    async def respond(self, messages, n):
+        return [Reply("cut", truncated=True), *(Reply(f"ok{i}") for i in range(1, n))]
+
+
+def test_truncated_candidates_are_never_judged_nor_kept():
+    judge = TableJudge({"cut": 5, "ok1": 4})
+    seen = []
+    original = judge.judge
+
+    async def recording(profile, history, query, response):
+        seen.append(response)
+        return await original(profile, history, query, response)
+
+    judge.judge = recording
+    stats = SelfPlayStats()
+    session = asyncio.run(self_play(PROFILE, ScriptedUser(), CutResponder(), judge, max_turns=2, n_candidates=2,
+                                    session_id="s", lang="en", stats=stats))
+    assert [t.reference_response for t in session.turns] == ["ok1", "ok1"] and "cut" not in seen
+    assert stats.truncated == 2 and session.lang == "en"
+    session = asyncio.run(self_play(PROFILE, ScriptedUser(), CutResponder(), judge, max_turns=2, n_candidates=1,
+                                    session_id="s", lang="en", stats=stats))
+    assert session.turns == [] and session.end_reason == "truncated"
 
 
 def test_unjudged_turn_ends_the_session_without_refining():
@@ -130,15 +186,21 @@ def test_sft_cli_sessions_dataset_and_resume(server, tmp_path):
     assert sorted(r.session_id for r in records) == ["p0", "p1", "p2"]
     assert all(r.user_id == "u0" for r in records)
     user_prompts = [r["messages"][0]["content"] for r in server.chat_requests if r["model"] == "user"]
-    assert all("Ahoy, I sail." in p for p in user_prompts)
+    query_prompts = [p for p in user_prompts if "<message>" not in p]
+    assert all("Ahoy, I sail." in p and "(20 words or fewer)" in p for p in query_prompts)
+    tones = {p.split("for example: ", 1)[1].split(". Now and then", 1)[0] for p in query_prompts}
+    assert len(tones) == 3 and all(len(t.split(", ")) == 10 for t in tones)  # one draw per session
     for record in records:
         assert record.end_reason in {"max_turns", "below_threshold"}
         for turn in record.turns:  # the trigger role is configured, so it selects each turn's constraints
             expected = [k - 1 for k in fake_triggered(turn.query, record.profile.constraints)]
-            assert turn.triggered == expected and turn.query.startswith("question ")
+            assert turn.triggered == expected
             in_play = [turn.follows[k] for k in expected]
             assert None not in in_play and sum(in_play) / len(in_play) >= 0.8
             assert all(turn.follows[k] is None for k in range(2) if k not in expected)
+        # every query opens "question N #...", so each after the first is reworded
+        assert [t.query.startswith("Reworded: question ") for t in record.turns] == [k > 0 for k in range(len(record.turns))]
+    assert f"rephrased (opened like an earlier query) {len(user_prompts) - len(query_prompts)}" in result.stdout
     trigger_calls = [r for r in server.chat_requests if r["model"] == "trigger"]
     assert len(trigger_calls) == sum(len(r.turns) + (r.end_reason != "max_turns") for r in records)
     dataset = json.loads((tmp_path / "rpo_sft.json").read_text())

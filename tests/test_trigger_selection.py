@@ -13,6 +13,8 @@ import pytest
 import yaml
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
+from rpo.utils.prompts.system_prompt import render_system_prompt
+from rpo.utils.roles.protocols import Reply
 from rpo.utils.roles.trigger import LLMTriggerSelector, judge_in_play, parse_triggered
 from rpo.utils.schema import ProfileCore, SelfPlaySession, SessionDetail, Verdicts
 from rpo.utils.stages.sampling import SamplingStats, sample_sessions
@@ -68,7 +70,10 @@ def test_selector_answer_names_rules_by_number(server):
     [request] = server.chat_requests
     prompt = request["messages"][0]["content"]
     assert request["model"] == "m" and "How much do pancakes cost?" in prompt
-    assert "[2] When the user asks for a recipe" in prompt and '"triggered"' in prompt
+    system_prompt = render_system_prompt(PROFILE, lang="en")
+    assert f"<system_prompt>\n{system_prompt}\n</system_prompt>" in prompt  # the whole system prompt
+    assert "2. When the user asks for a recipe" in system_prompt and '"triggered"' in prompt
+    assert "depends on what the reply will contain" in prompt and '"from time to time"' in prompt
 
 
 @pytest.mark.parametrize(
@@ -79,6 +84,10 @@ def test_selector_answer_names_rules_by_number(server):
         ('{"triggered": [1, 3, 1]}', "it names rule 1 more than once."),
         ("I think rules 1 and 3.", "it is not valid JSON of the requested shape."),
         ('{"triggered": [1.5]}', "some items lack a usable value for reason, triggered."),
+        (
+            '{"reason": "nothing applies", "triggered": []}',
+            "it names no rule. An empty selection is not accepted: check each rule again, with points 1 and 2 in mind.",
+        ),
     ],
 )
 def test_bad_answer_is_retried_in_the_same_conversation(server, bad, retry_line):
@@ -89,6 +98,12 @@ def test_bad_answer_is_retried_in_the_same_conversation(server, bad, retry_line)
     assert retry[2]["content"].splitlines()[1] == retry_line
 
 
+def test_empty_selections_until_the_last_attempt_leave_the_turn_unknown(server):
+    empty = '{"reason": "-", "triggered": []}'
+    triggered, stats = select_with(server, empty, empty, empty)
+    assert triggered is None and len(server.chat_requests) == 3 and (stats.unknown, stats.retries) == (1, 2)
+
+
 def test_unknown_after_retries_is_none_and_counted(server):
     triggered, stats = select_with(server, "no idea", '{"triggered": "all"}', '{"triggered": [9]}')
     assert triggered is None and len(server.chat_requests) == 3
@@ -97,8 +112,9 @@ def test_unknown_after_retries_is_none_and_counted(server):
 
 def test_lenient_shapes_and_chinese_prompt(server):
     assert select_with(server, '```json\n["2", 1]\n```')[0] == [0, 1]
-    assert select_with(server, '{"reason": "无", "triggered": []}', lang="zh")[0] == []
-    assert "被触发规则的编号列表" in server.chat_requests[-1]["messages"][0]["content"]
+    assert select_with(server, '{"reason": "无", "triggered": [2]}', lang="zh")[0] == [1]
+    zh_prompt = server.chat_requests[-1]["messages"][0]["content"]
+    assert "被触发规则的编号列表" in zh_prompt and "# 约束" in zh_prompt and '"时不时"' in zh_prompt
     assert parse_triggered('{"rules": [3]}', 3) == [2]
 
 
@@ -157,7 +173,7 @@ class CountingResponder:
 
     async def respond(self, messages, n):
         self.calls += 1
-        return [f"r{self.calls}-{i}" for i in range(n)]
+        return [Reply(f"r{self.calls}-{i}") for i in range(n)]
 
 
 class Rewriter:
@@ -166,7 +182,7 @@ class Rewriter:
 
     async def refine(self, profile, history, query, response, verdicts):
         self.seen.append(verdicts)
-        return response + "+fix"
+        return Reply(response + "+fix")
 
 
 FIVE = ProfileCore(name="Bot", constraints=["a", "b", "c", "d", "e"])

@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 
 import torch
+from rpo.utils.roles.protocols import Reply
 from rpo.utils.schema import Messages
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as transformers_logging
@@ -35,7 +36,9 @@ class LocalPolicy:
         torch.manual_seed(seed)
         self._pending: list[tuple[Messages, int, asyncio.Future]] = []
 
-    async def respond(self, messages: Messages, n: int) -> list[str]:
+    async def respond(self, messages: Messages, n: int) -> list[Reply]:
+        """Sampled replies, never marked truncated: the demo scores a reply cut at `max_new_tokens`
+        as it stands, as its calibration (README) was made."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._pending:
@@ -54,7 +57,7 @@ class LocalPolicy:
             return
         start = 0
         for _, n, future in pending:
-            future.set_result(texts[start : start + n])
+            future.set_result([Reply(text) for text in texts[start : start + n]])
             start += n
 
     @torch.inference_mode()

@@ -11,6 +11,7 @@ import random
 
 from rpo.demo.constraints import parse
 from rpo.demo.world import ResponseWriter, make_query
+from rpo.utils.roles.protocols import Reply
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
 
 
@@ -62,10 +63,10 @@ class OracleResponder:
     def __init__(self, seed: int):
         self.writer = ResponseWriter(random.Random(seed))
 
-    async def respond(self, messages: Messages, n: int) -> list[str]:
+    async def respond(self, messages: Messages, n: int) -> list[Reply]:
         constraints = [parse(line.split(". ", 1)[1]) for line in _numbered_lines(messages[0]["content"])]
         query = messages[-1]["content"].split("\n\n", 1)[0]
-        return [self.writer.write(constraints, query, [True] * len(constraints)) for _ in range(n)]
+        return [Reply(self.writer.write(constraints, query, [True] * len(constraints))) for _ in range(n)]
 
 
 def _numbered_lines(system_prompt: str) -> list[str]:

@@ -2,8 +2,8 @@
 
     python src/dsc/dpo_data_construction.py --config=conf/pipeline/llamafactory_api.yaml \
         [--sessions_path=data/rpo_data/sessions.jsonl] [--detail_path=data/rpo_data/detail.jsonl] \
-        [--output_dir=data] [--dataset_name=dpo] [--n=5] [--refine_threshold=0.8] [--shard=0/4] \
-        [--no-trigger]
+        [--output_dir=data] [--dataset_name=dpo] [--n=5] [--refine_threshold=0.7] [--refine_rounds=3] \
+        [--shard=0/4] [--no-trigger] [--strict_judge]
     python src/dsc/dpo_data_construction.py --dataset_only --detail_path=data/rpo_data/detail.jsonl
 
 For each self-play session: reverse its constraints (one reverser call), then for every turn sample
@@ -13,7 +13,16 @@ pipeline's `trigger` role, else the `judge` endpoint, or taken from the session 
 already selected them; `--no-trigger` judges every constraint). Turns of a session are
 independent (the history is fixed), so they run concurrently. Each finished session is appended to
 the detail JSONL at once; a rerun skips the session_ids already there, and retries the sessions a
-failed request left out. The detail file feeds both the DPO baseline (built
+failed request left out.
+
+Refinement, the authors' scheme, is on when the config sets `sampling_refinement:` (as
+conf/pipeline/paper.yaml does) or `--refine_threshold` / `--refine_rounds` is given: when the best
+sample of a turn follows less than the threshold (0.7) of its triggered constraints, the `critic`
+role rewrites the best so far up to `rounds` (3) times, and every rewrite joins the turn's samples
+marked `refined` with its `refine_round`. A sample the token cap cut off (`finish_reason: length`)
+is written with `truncated: true`, not judged, counted in the summary and never paired. Each
+record carries its prompt language (`lang`), which pair construction renders its prompts in.
+The detail file feeds both the DPO baseline (built
 here through `rpo.utils.pairs.build.build_dpo_dataset`) and `rpo_data_construction.py`.
 
 `sample_sessions` takes the role protocols, so the offline demo runs the same code with its rule
@@ -41,7 +50,7 @@ from rpo.utils.roles.judge import LLMJudge
 from rpo.utils.roles.reverser import LLMReverser
 from rpo.utils.roles.trigger import LLMTriggerSelector
 from rpo.utils.schema import SelfPlaySession
-from rpo.utils.stages.sampling import SamplingStats, sample_sessions
+from rpo.utils.stages.sampling import Refinement, SamplingStats, sample_sessions
 
 
 def sample_and_judge(
@@ -51,20 +60,21 @@ def sample_and_judge(
     selected: Shard,
     n: int,
     concurrency: int,
-    refine_threshold: float | None,
+    refine: tuple[float, int] | None,
     lang: str | None,
     trigger: bool,
+    strict_judge: bool = False,
 ) -> SamplingStats:
     """Run the LLM part (resuming into `output_path`), print its summaries, return its counts."""
     trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
 
     async def run() -> tuple[SamplingStats, list[str]]:
         roles = ["response", "judge", "reverse", *([trigger_role] if trigger_role else []),
-                 *(["critic"] if refine_threshold is not None else [])]
+                 *(["critic"] if refine is not None else [])]
         async with LLMClient(pipeline, roles=roles) as client:  # keys and hosts checked before any call
-            judge = LLMJudge(client, lang=lang)
+            judge = LLMJudge(client, lang=lang, strict=strict_judge)
             reverser = LLMReverser(client, lang=lang)
-            refiner = LLMRefiner(client, lang=lang) if refine_threshold is not None else None
+            refinement = Refinement(LLMRefiner(client, lang=lang), *refine) if refine is not None else None
             selector = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
             extras = {
                 "sampler_model": pipeline.role("response").model,
@@ -80,8 +90,7 @@ def sample_and_judge(
                 output_path=output_path,
                 shard=selected,
                 lang=lang,
-                refiner=refiner,
-                refine_threshold=refine_threshold,
+                refinement=refinement,
                 extras=extras,
                 trigger=selector,
             )
@@ -110,9 +119,11 @@ def main(
     concurrency: int | None = None,
     shard: str | None = None,
     refine_threshold: float | None = None,
+    refine_rounds: int | None = None,
     lang: str | None = None,
     trigger: bool = True,
     dataset_only: bool = False,
+    strict_judge: bool = False,
 ) -> None:
     """Sample and judge every session (resuming), then build the DPO baseline from the detail file.
 
@@ -124,6 +135,8 @@ def main(
     concurrency = cli.optional_integer("concurrency", concurrency, minimum=1)
     if refine_threshold is not None:
         refine_threshold = cli.fraction("refine_threshold", refine_threshold, allow_zero=False)
+    refine_rounds = cli.optional_integer("refine_rounds", refine_rounds, minimum=1)
+    strict_judge = cli.switch("strict_judge", strict_judge)
     trigger = cli.switch("trigger", trigger)
     dataset_only = cli.switch("dataset_only", dataset_only)
     dataset_name = cli.name("dataset_name", dataset_name)
@@ -140,6 +153,13 @@ def main(
                 read_jsonl(sessions_path, SelfPlaySession, unique="session_id"), sessions_path
             )
         )
+        configured = pipeline.sampling_refinement
+        refine = None
+        if refine_threshold is not None or refine_rounds is not None or configured is not None:
+            refine = (
+                refine_threshold if refine_threshold is not None else configured.threshold if configured else 0.7,
+                refine_rounds if refine_rounds is not None else configured.rounds if configured else 3,
+            )
         stats = sample_and_judge(
             pipeline,
             sessions,
@@ -147,9 +167,10 @@ def main(
             selected,
             n,
             concurrency or pipeline.concurrency,
-            refine_threshold,
+            refine,
             pick_lang(lang, pipeline),
             trigger,
+            strict_judge,
         )
         done = stats.written + stats.skipped
         if selected.count > 1 or not done:

@@ -7,13 +7,19 @@
 Each turn (paper §5.3 and appendix D.1): the user simulator writes a query that tends to trigger
 the profile's constraints; trigger selection decides which constraints the query puts in play
 (the pipeline's `trigger` role, else the `judge` endpoint; `--no-trigger` puts every constraint in
-play); the strong model writes `n_candidates` answers with the constraints restated after the
-query (so they are not lost as the history grows); the judge checks the triggered constraints.
-When fewer than `threshold` (80%) of them are followed, the critic/refine loop rewrites the reply up to
-`max_refines` (3) times, keeping the best version. A turn that still falls short, or cannot be
-judged, is dropped and ends the session there: the turns kept are exactly the ones that reached
-the threshold, so they can serve as clean history for sampling. A session also ends after
-`max_turns`.
+play); the strong model writes `n_candidates` answers with the triggered constraints restated after
+the query (so they are not lost as the history grows); the judge checks the triggered constraints.
+When fewer than `threshold` (80%) of them are followed, the critic rewrites the best reply so far
+up to `max_refines` (3) times. A turn that still falls short, or cannot be judged, is dropped and
+ends the session there: the turns kept are exactly the ones that reached the threshold, so they can
+serve as clean history for sampling. A session also ends after `max_turns`, or when every
+candidate was cut off by the token cap (counted). `--strict_judge` adds the strict-and-literal
+line to the judge prompt (see `rpo.utils.roles.judge`).
+
+The simulated user takes 10 tones drawn per session, keeps queries to about 20 words (20 Chinese
+characters) and rewords a query that opens like an earlier one. Each session records its prompt
+language (`--lang`, else the config's explicit `language:`, else the profile's own), which the
+sampling stage and pair construction then use.
 
 Outputs: the sessions JSONL (one `SelfPlaySession` per profile, appended and resumed by
 session_id; the sampling stage reads it) and, from the whole sessions file, the SFT dataset
@@ -37,10 +43,11 @@ from rpo.utils.io import (
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.prompts.language import pick_lang
-from rpo.utils.roles.judge import JudgeStats
-from rpo.utils.roles.trigger import TriggerStats
+from rpo.utils.roles.conversation import LLMRefiner, LLMResponder, LLMUserSimulator, UserStats
+from rpo.utils.roles.judge import LLMJudge
+from rpo.utils.roles.trigger import LLMTriggerSelector
 from rpo.utils.schema import SystemProfile, UserProfile
-from rpo.utils.stages.selfplay import SelfPlayStats, build_sft_dataset, run_self_play
+from rpo.utils.stages.selfplay import SelfPlayRoles, SelfPlayStats, build_sft_dataset, run_self_play
 
 
 @exit_on_input_error
@@ -60,6 +67,7 @@ def main(
     lang: str | None = None,
     dataset_only: bool = False,
     trigger: bool = True,
+    strict_judge: bool = False,
 ) -> None:
     """Run self-play for every profile (resuming), then write the SFT dataset from the sessions file.
 
@@ -73,6 +81,7 @@ def main(
     concurrency = cli.optional_integer("concurrency", concurrency, minimum=1)
     dataset_only = cli.switch("dataset_only", dataset_only)
     trigger = cli.switch("trigger", trigger)
+    strict_judge = cli.switch("strict_judge", strict_judge)
     dataset_name = cli.name("dataset_name", dataset_name)
     cli.output_dir("output_dir", output_dir)
     selected = Shard.parse(shard)
@@ -92,13 +101,25 @@ def main(
         )
         trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
 
-        async def run() -> tuple[SelfPlayStats, JudgeStats, TriggerStats | None, str]:
-            roles = ["user", "response", "judge", "critic", *([trigger_role] if trigger_role else [])]
-            async with LLMClient(pipeline, roles=roles) as client:  # keys and hosts checked before any call
-                result = await run_self_play(
+        async def run() -> tuple[SelfPlayStats, list[str]]:
+            role_names = ["user", "response", "judge", "critic", *([trigger_role] if trigger_role else [])]
+            async with LLMClient(pipeline, roles=role_names) as client:  # keys and hosts checked before any call
+                judge = LLMJudge(client, lang=lang, strict=strict_judge)
+                selector = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
+                user_stats = UserStats()
+                roles = SelfPlayRoles(
+                    responder=LLMResponder(client),
+                    judge=judge,
+                    user_for=lambda user, session_id: LLMUserSimulator(
+                        client, user, lang=lang, session_id=session_id, stats=user_stats
+                    ),
+                    refiner=LLMRefiner(client, lang=lang),
+                    trigger=selector,
+                )
+                stats = await run_self_play(
                     profile_list,
                     user_list,
-                    client,
+                    roles,
                     output_path,
                     max_turns,
                     threshold,
@@ -106,17 +127,15 @@ def main(
                     n_candidates,
                     concurrency or pipeline.concurrency,
                     lang,
-                    trigger_role,
                 )
-                return *result, client.usage_table()
+                lines = [f"self-play: {stats.summary()}", f"user: {user_stats.summary()}",
+                         f"judge: {judge.stats.summary()}"]
+                if selector is not None:
+                    lines.append(f"trigger: {selector.stats.summary()}")
+                return stats, [*lines, f"sessions written to {output_path}", client.usage_table()]
 
-        stats, judge_stats, trigger_stats, usage = asyncio.run(run())
-        print(f"self-play: {stats.summary()}")
-        print(f"judge: {judge_stats.summary()}")
-        if trigger_stats is not None:
-            print(f"trigger: {trigger_stats.summary()}")
-        print(f"sessions written to {output_path}")
-        print(usage)
+        stats, lines = asyncio.run(run())
+        print("\n".join(lines))
         done = stats.written + stats.skipped
         if selected.count > 1 or not done:
             if selected.count > 1:

@@ -12,10 +12,14 @@ What it infers instead of asking:
 - DeepSpeed by GPU count: none on one GPU, ZeRO-3 on several, ZeRO-3 with offload for ≥ 60B models;
 - `cutoff_len`: the dataset's 95th-percentile token length under the model's tokenizer, rounded up
   to a multiple of 256 and capped;
-- the per-device batch by model size, as the authors trained (2 for Llama-3.1-8B, 4 for Qwen2.5-7B,
-  1 for 70B/72B), and the gradient accumulation that reaches `--effective_batch` on `--gpus` GPUs
-  (refused when no whole number of steps reaches it);
-- logging/eval/save steps scaled to the number of optimisation steps.
+- the per-device batch by model, as the authors trained (2 for Llama-3.1-8B and Qwen2.5-72B, 4 for
+  Qwen2.5-7B, 1 for Llama-3.1-70B), the authors' effective batch (per-device batch × 64 accumulation
+  × their 8 GPUs, 4 for Qwen2.5-7B: 1,024, or 512 for the 70B) unless `--effective_batch` is given,
+  and the gradient accumulation that reaches it on `--gpus` GPUs (refused when no whole number of
+  steps reaches it);
+- logging/eval/save steps scaled to the number of optimisation steps, by the authors' rule: a log
+  line every 1 % of the run (at least every step), evaluation and a checkpoint every 5 log lines,
+  so their ~67-step run logs every step and evaluates and saves every 5.
 Hyper-parameters follow the paper: LoRA on all linear layers, lr 5e-4 (5e-5 for SFT), β 0.1,
 γ 0.05 (inside β: the paper's Eq. 4 γ is β × ours), cosine schedule, warmup 0.1, 3 epochs, bf16,
 a 10 % validation split evaluated every `eval_steps`.
@@ -65,9 +69,13 @@ PERCENTILE = 0.95
 DEEPSPEED_DIR = Path("conf/deepspeed")
 LARGE_MODEL_PARAMS = 60e9
 PAPER_ACCUMULATION = 64
-PAPER_GPUS = 4
-"""The authors' gradient accumulation, on the smallest of their 4–8 GPU set-ups: the default effective
-batch is per-device batch × 64 × 4 (512 for Llama-3.1-8B; on 8 GPUs they reached twice that)."""
+PAPER_GPUS = 8
+PAPER_GPUS_SMALL_QWEN = 4
+"""The authors' gradient accumulation and GPU count: the default effective batch is per-device batch
+× 64 × 8 (1,024 for Llama-3.1-8B and Qwen2.5-72B, 512 for Llama-3.1-70B), and × 4 for Qwen2.5-7B,
+which they trained on 4 GPUs (1,024)."""
+LOG_LINES_PER_RUN = 100
+LOG_LINES_PER_CHECKPOINT = 5
 VAL_SIZE = 0.1
 DEFAULT_OUTPUT_DIR = "conf/generated"
 
@@ -117,12 +125,22 @@ def estimate_parameters(model_path: str | Path) -> float:
     return layers * (4 * hidden * hidden + 3 * hidden * intermediate) + 2 * vocab * hidden
 
 
+def _is_qwen(model_path: str | Path) -> bool:
+    return str(_read_json(Path(model_path) / "config.json").get("model_type", "")).startswith("qwen")
+
+
 def per_device_batch_for(model_path: str | Path) -> int:
-    """The authors' per-device batch by model size: 1 for ≥ 60B, 4 for Qwen2-family 7B, else 2."""
-    if estimate_parameters(model_path) >= LARGE_MODEL_PARAMS:
-        return 1
-    model_type = str(_read_json(Path(model_path) / "config.json").get("model_type", ""))
-    return 4 if model_type.startswith("qwen") else 2
+    """The authors' per-device batch: 2 for Qwen ≥ 60B, 1 for other ≥ 60B, 4 for smaller Qwen, else 2."""
+    large = estimate_parameters(model_path) >= LARGE_MODEL_PARAMS
+    if _is_qwen(model_path):
+        return 2 if large else 4
+    return 1 if large else 2
+
+
+def paper_effective_batch(model_path: str | Path, per_device_batch: int) -> int:
+    """The authors' effective batch for this model: per-device batch × 64 × their GPU count."""
+    small_qwen = _is_qwen(model_path) and estimate_parameters(model_path) < LARGE_MODEL_PARAMS
+    return per_device_batch * PAPER_ACCUMULATION * (PAPER_GPUS_SMALL_QWEN if small_qwen else PAPER_GPUS)
 
 
 def gradient_accumulation(effective_batch: int, gpus: int, per_device_batch: int) -> int:
@@ -200,10 +218,12 @@ def deepspeed_config(gpus: int, parameters: float) -> str | None:
 
 
 def step_schedule(examples: int, effective_batch: int, epochs: float) -> dict[str, int]:
-    """About 50 log lines and 5 evaluations/checkpoints per run, whatever the dataset size."""
+    """The authors' rule: a log line every 1 % of the steps (at least one per step), evaluation and a
+    checkpoint every 5 log lines; a run of a few dozen steps is evaluated and saved several times."""
     total_steps = max(1, math.ceil(examples / effective_batch) * math.ceil(epochs))
-    save_steps = max(10, total_steps // 5)
-    return {"logging_steps": max(1, total_steps // 50), "save_steps": save_steps, "eval_steps": save_steps}
+    logging_steps = max(1, total_steps // LOG_LINES_PER_RUN)
+    save_steps = logging_steps * LOG_LINES_PER_CHECKPOINT
+    return {"logging_steps": logging_steps, "save_steps": save_steps, "eval_steps": save_steps}
 
 
 def model_slug(model_path: str | Path) -> str:
@@ -255,7 +275,7 @@ def build_config(
     _model_dir(model_path)
     per_device_batch = _count("--per_device_batch", per_device_batch or per_device_batch_for(model_path))
     if effective_batch is None:
-        effective_batch = per_device_batch * PAPER_ACCUMULATION * PAPER_GPUS
+        effective_batch = paper_effective_batch(model_path, per_device_batch)
     accumulation = gradient_accumulation(_count("--effective_batch", effective_batch), gpus, per_device_batch)
     entry = dataset_entry(dataset_dir, dataset)
     template = template or infer_template(model_path)

@@ -7,6 +7,7 @@ instead of failing somewhere downstream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
@@ -48,11 +49,20 @@ class Sample(_Record):
     """One sampled response and the judge's per-constraint verdicts.
 
     `follows` is None when the judge could not produce a well-formed verdict after retries: the
-    sample is kept (and counted) as unjudged, never guessed.
+    sample is kept (and counted) as unjudged, never guessed. A sample the token cap cut off
+    (`truncated`) is kept unjudged too, so pair construction, which pairs judged samples only,
+    never treats it as an answer the model chose to end there.
     """
 
     response: str
     follows: list[StrictBool | None] | None
+    truncated: bool = False  # cut off by the token cap: never judged, never paired
+
+    @model_validator(mode="after")
+    def _truncated_is_unjudged(self) -> Sample:
+        if self.truncated and self.follows is not None:
+            raise ValueError("follows: a truncated sample is never judged, expected null")
+        return self
 
 
 class Turn(_Record):
@@ -76,6 +86,7 @@ class SessionDetail(_Record):
     profile: ProfileCore
     reversed_constraints: list[str | None]
     turns: list[Turn]
+    lang: Literal["en", "zh"] | None = None  # the prompt language every stage used (None: detected)
 
     @model_validator(mode="after")
     def _lengths_match(self) -> SessionDetail:
@@ -159,6 +170,7 @@ class SelfPlaySession(BaseModel):
     turns: list[SelfPlayTurn]
     user_id: str | None = None
     end_reason: str = ""
+    lang: Literal["en", "zh"] | None = None  # the prompt language of the session (None: detected)
 
 
 Messages = list[dict[str, str]]  # OpenAI chat format: [{"role": ..., "content": ...}]

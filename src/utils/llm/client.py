@@ -74,13 +74,22 @@ class LLMError(RuntimeError):
 
 @dataclass
 class ChatResult:
-    """The `n` reply texts of one chat request and what they cost in tokens."""
+    """The `n` reply texts of one chat request, what they cost in tokens, and why each ended.
+
+    `finish_reasons[i]` is the server's `finish_reason` for `texts[i]` ("stop", "length" when the
+    token cap cut it off, ...); None where the server sent none or the answer came from a cache
+    entry written before reasons were kept.
+    """
 
     texts: list[str]
     prompt_tokens: int
     completion_tokens: int
     cached: bool
-    finish_reasons: list[str | None] = field(default_factory=list)  # per text; empty for a cached result
+    finish_reasons: list[str | None] = field(default_factory=list)
+
+    def truncated(self, index: int) -> bool:
+        """Whether choice `index` was cut off by the token cap (`finish_reason: length`)."""
+        return index < len(self.finish_reasons) and self.finish_reasons[index] == "length"
 
 
 @dataclass
@@ -328,7 +337,8 @@ class LLMClient:
         key = ResponseCache.key({"base_url": plan.cache_endpoint, **request})
         entry = self._cache.get(key)
         if entry is not None:
-            cached = ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True)
+            reasons = list(entry.get("finish_reasons") or [])  # empty for entries cached before reasons were kept
+            cached = ChatResult(list(entry["texts"]), entry["prompt_tokens"], entry["completion_tokens"], True, reasons)
             if accept is None or accept(cached):
                 usage.cache_hits += 1
                 return cached
@@ -336,7 +346,7 @@ class LLMClient:
         if accept is not None and not accept(result):
             return result
         entry = {"texts": result.texts, "prompt_tokens": result.prompt_tokens,
-                 "completion_tokens": result.completion_tokens}
+                 "completion_tokens": result.completion_tokens, "finish_reasons": result.finish_reasons}
         if self.config.log_requests:
             entry["request"] = request
         self._cache.put(key, entry)
@@ -382,8 +392,9 @@ class LLMClient:
     @staticmethod
     def _plan(role_name: str, role: RoleConfig, overrides: dict[str, Any]) -> _Plan:
         merged = {**role.model_dump(), **{k: v for k, v in overrides.items() if k in _ROLE_FIELDS}}
-        settings: dict[str, Any] = {"model": merged["model"], "temperature": merged["temperature"],
-                                    "max_tokens": merged["max_tokens"]}
+        settings: dict[str, Any] = {"model": merged["model"], "temperature": merged["temperature"]}
+        if merged["max_tokens"] is not None:  # None: no cap, the server's own limit
+            settings["max_tokens"] = merged["max_tokens"]
         if merged["top_p"] is not None:
             settings["top_p"] = merged["top_p"]
         passed = {k: v for k, v in overrides.items() if k not in _ROLE_FIELDS}

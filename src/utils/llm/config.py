@@ -40,7 +40,7 @@ class RoleConfig(BaseModel):
     api_key_env: str | None = "OPENAI_API_KEY"
     temperature: float = Field(0.7, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int = Field(1024, ge=1)
+    max_tokens: int | None = Field(1024, ge=1)  # null: no cap (the server's own limit)
     timeout_s: float = Field(120, gt=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)
     price_per_1k_input: float = Field(0, ge=0)
@@ -71,6 +71,17 @@ class RoleConfig(BaseModel):
         return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
+class SamplingRefinement(BaseModel):
+    """The sampling stage's refinement (the authors' scheme): when the best of a turn's samples
+    follows less than `threshold` of its triggered constraints, the `critic` role rewrites the best
+    so far up to `rounds` times and the rewrites join the pool pairs are drawn from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(0.7, gt=0, le=1)
+    rounds: int = Field(3, ge=1)
+
+
 class PipelineConfig(BaseModel):
     """Every role plus the client-wide limits: concurrency, retries, cache."""
 
@@ -85,6 +96,7 @@ class PipelineConfig(BaseModel):
     cache_dir: str | None = "cache/llm"
     log_requests: bool = False  # store each request beside its answer in the cache (to audit the judge)
     language: Literal["en", "zh"] = "en"
+    sampling_refinement: SamplingRefinement | None = None  # off unless the file sets it
 
     @classmethod
     def load(cls, path: str | Path) -> PipelineConfig:

@@ -53,6 +53,12 @@ def read_sessions(detail_path: str | Path) -> Iterator[SessionDetail]:
     return read_jsonl(detail_path, SessionDetail, unique="session_id")
 
 
+def session_lang(session: SessionDetail) -> str:
+    """The language the session's prompts were sampled in (recorded by sampling), else, for files
+    written before it was recorded, the profile's own: pairs are trained on the sampled scaffold."""
+    return session.lang or detect_lang(session.profile)
+
+
 @dataclass(frozen=True)
 class TurnPool:
     """A turn's distinct judged samples (first of each follow vector kept), ready for pairing."""
@@ -156,7 +162,7 @@ def rpo_records(
 ) -> Iterator[Record]:
     """A session's RPO records, turn by turn, pair by pair (i over j, then j over i)."""
     profile = session.profile
-    lang = detect_lang(profile)
+    lang = session_lang(session)
     rendered: dict[tuple[str, ...], str] = {}  # a session's prompts: samples of many turns share them
 
     def system_prompt(pool: TurnPool, pair: RpoPair) -> str:
@@ -201,7 +207,7 @@ def dpo_records(session: SessionDetail, counts: DpoCounts, select: Select | None
 
     The pool is the one RPO pairs (repeated follow vectors dropped), so both use the same samples.
     """
-    system = _message("system", render_system_prompt(session.profile))
+    system = _message("system", render_system_prompt(session.profile, lang=session_lang(session)))
     for pool, history in _turns(session, counts):
         for chosen, rejected in dpo_pairs(pool.vectors):
             if select is not None and not select(dpo_gap(pool.vectors[chosen], pool.vectors[rejected])):
@@ -220,7 +226,7 @@ def kto_records(session: SessionDetail, counts: KtoCounts) -> Iterator[Record]:
     """A session's KTO records: per turn with a score gap, the best response desirable under the
     constraints it follows, the worst undesirable under those it fails."""
     profile = session.profile
-    lang = detect_lang(profile)
+    lang = session_lang(session)
     for pool, history in _turns(session, counts):
         picked = kto_pick(pool.vectors)
         if picked is None:

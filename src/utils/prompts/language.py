@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rpo.utils.llm.config import PipelineConfig
+from pydantic import BaseModel
 from rpo.utils.schema import ProfileCore
 from rpo.utils.text_language import text_language
 
@@ -19,8 +19,9 @@ def resolve_lang(lang: str | None, profile: ProfileCore) -> str:
     return detect_lang(profile)
 
 
-def pick_lang(lang: str | None, config: PipelineConfig) -> str | None:
-    """`--lang`, else the config's `language:` when it is set, else None (detected per profile)."""
+def pick_lang(lang: str | None, config: BaseModel) -> str | None:
+    """`--lang`, else the pipeline config's `language:` when the file sets it, else None (each
+    profile's own language: a config that names no language never overrides a profile's)."""
     if lang:
         return lang
-    return config.language if "language" in config.model_fields_set else None
+    return getattr(config, "language", None) if "language" in config.model_fields_set else None

@@ -2,6 +2,13 @@
 
 Why it is built this way:
 - one call per response (not per constraint) keeps cost linear in the number of responses;
+- the prompt asks what the paper's judge prompt (appendix I) asks: each rule is the standard, judged
+  one by one against the reply, and a rule that cannot apply to the reply at all counts as followed
+  (to be used only when certain). `strict=True` adds one line demanding a literal reading (counts,
+  words, formats, openings and endings must match exactly). It is off by default because neither
+  the paper nor the authors judge that way: it turns borderline verdicts (a count off by one, an
+  ending paraphrased) into failures, which lowers follow rates, sends more replies to refinement
+  and widens the gaps g that RPO pairs are weighted by;
 - each item restates its constraint, then reasons, then gives the verdict, so the verdict comes
   after the model has re-read the rule and thought about it;
 - answers are parsed tolerantly (`json_repair`), items are aligned by position, and only when
@@ -77,6 +84,7 @@ class LLMJudge:
         max_attempts: int = 3,
         stats: JudgeStats | None = None,
         template: str = "judge",
+        strict: bool = False,
     ):
         self.client = client
         self.role = role
@@ -84,6 +92,7 @@ class LLMJudge:
         self.max_attempts = max_attempts
         self.stats = stats or JudgeStats()
         self.template = template
+        self.strict = strict
 
     async def judge(self, profile: ProfileCore, history: Messages, query: str, response: str) -> Verdicts:
         """Verdicts for every constraint of `profile` (history is not shown: constraints are per turn)."""
@@ -97,7 +106,13 @@ class LLMJudge:
             self.stats.judged += 1
             return Verdicts(follows=[], reasons=[])
         prompt = render_lang(
-            self.template, lang, constraints=list(constraints), query=query, response=response, **extra
+            self.template,
+            lang,
+            constraints=list(constraints),
+            query=query,
+            response=response,
+            strict=self.strict,
+            **extra,
         )
         parsed = await ask_structured(
             self.client,

@@ -7,9 +7,19 @@ the same `src/dsc` code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One generated assistant reply; `truncated` when the token cap cut it off (`finish_reason:
+    length`), so that nobody judges or pairs it as if the model had chosen to stop there."""
+
+    text: str
+    truncated: bool = False
 
 
 class TriggerSelector(Protocol):
@@ -31,7 +41,7 @@ class Reverser(Protocol):
 
 
 class Responder(Protocol):
-    async def respond(self, messages: Messages, n: int) -> list[str]:
+    async def respond(self, messages: Messages, n: int) -> list[Reply]:
         """`n` sampled assistant replies to a chat (system prompt, history, current query)."""
         ...
 
@@ -45,7 +55,7 @@ class UserSimulator(Protocol):
 class Refiner(Protocol):
     async def refine(
         self, profile: ProfileCore, history: Messages, query: str, response: str, verdicts: Verdicts
-    ) -> str:
+    ) -> Reply:
         """A rewrite of `response` meant to follow the constraints `verdicts` marks as broken."""
         ...
 

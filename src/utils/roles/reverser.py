@@ -28,7 +28,7 @@ from rpo.utils.roles.parsing import (
     extract_list,
     first_value,
 )
-from rpo.utils.roles.protocols import Judge, ReversalVerifier
+from rpo.utils.roles.protocols import ReversalVerifier
 from rpo.utils.schema import ProfileCore, SessionDetail
 from rpo.utils.stats import Tally, counter
 
@@ -161,21 +161,6 @@ class LLMReversalVerifier:
             reversals, query, response, resolve_lang(self.judge.lang, profile), originals=originals
         )
         return verdicts.follows
-
-
-class JudgeReversalVerifier:
-    """Any `Judge` (e.g. the offline demo's rule judge) used as a verifier: it judges the reversals."""
-
-    def __init__(self, judge: Judge):
-        self.judge = judge
-
-    async def verify(
-        self, profile: ProfileCore, query: str, response: str, indices: list[int], reversals: list[str]
-    ) -> list[bool] | None:
-        reversed_profile = ProfileCore(
-            name=profile.name, description=profile.description, skills=profile.skills, constraints=reversals
-        )
-        return (await self.judge.judge(reversed_profile, [], query, response)).follows
 
 
 @dataclass

@@ -7,10 +7,14 @@ turn's triggered constraints are selected once before judging and only they are 
 
 Why the LLM selector is built this way:
 - one call per turn (not per response): every response to a query shares its triggered set;
-- only the query is shown: constraints are written to depend on the current message alone;
-- the answer names the triggered rules by number; numbers out of range, repeated numbers or a
-  malformed answer are retried in the same conversation, and after `max_attempts` the turn's
-  selection is unknown (None), counted, never guessed.
+- the whole system prompt is shown with the query, as the authors do, so a rule is read in the
+  context of the role it belongs to; rules that apply whatever the message, rules whose condition
+  depends on the reply rather than the message ("place names in the reply in English"), and
+  doubtful cases count as triggered, rules asked "from time to time" do not;
+- the answer names the triggered rules by number; numbers out of range, repeated numbers, an
+  empty selection (as the authors treat it: a failed answer, since almost every profile holds a
+  rule that applies to any reply) or a malformed answer are retried in the same conversation, and
+  after `max_attempts` the turn's selection is unknown (None), counted, never guessed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json_repair
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.prompts import render_lang
 from rpo.utils.prompts.language import resolve_lang
+from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.roles.parsing import ParseFailure, ask_structured, first_value
 from rpo.utils.roles.protocols import Judge
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
@@ -56,6 +61,8 @@ def parse_triggered(text: str, n_constraints: int) -> list[int]:
     numbers = first_value(data, TRIGGERED_KEYS) if isinstance(data, dict) else data
     if not isinstance(numbers, list):
         raise ParseFailure("no_json")
+    if not numbers:
+        raise ParseFailure("empty")
     seen: set[int] = set()
     for number in map(_rule_number, numbers):
         if not 1 <= number <= n_constraints:
@@ -92,7 +99,7 @@ class LLMTriggerSelector:
         parsed = await ask_structured(
             self.client,
             self.role,
-            render_lang("trigger", lang, constraints=constraints, query=query),
+            render_lang("trigger", lang, system_prompt=render_system_prompt(profile, lang=lang), query=query),
             lang,
             lambda text: parse_triggered(text, len(constraints)),
             expected=None,

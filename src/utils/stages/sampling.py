@@ -13,19 +13,32 @@ from pathlib import Path
 from typing import Any
 
 from rpo.utils.io import (
+    InputError,
     JsonlAppender,
     Shard,
     completed_keys,
 )
 from rpo.utils.llm.client import LLMError
 from rpo.utils.llm.concurrency import bounded_map
+from rpo.utils.prompts.language import resolve_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
-from rpo.utils.roles.judge import follow_rate
-from rpo.utils.roles.protocols import Judge, Refiner, Responder, Reverser, TriggerSelector
+from rpo.utils.roles.protocols import Judge, Refiner, Reply, Responder, Reverser, TriggerSelector
 from rpo.utils.roles.trigger import judge_in_play
-from rpo.utils.schema import Messages, SelfPlaySession, SessionDetail, Turn
+from rpo.utils.schema import Messages, SelfPlaySession, SessionDetail, Turn, Verdicts
 from rpo.utils.stages.outcome import gather_or_cancel, note_failure
+from rpo.utils.stages.refinement import Judged, best_of, judge_replies, refine_best
 from rpo.utils.stats import Tally, counter
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """The authors' refinement in sampling: when the best of a turn's samples follows less than
+    `threshold` of the constraints in play, `refiner` rewrites the best so far up to `rounds` times,
+    and every rewrite joins the turn's pool (marked `refined`, with its `refine_round`)."""
+
+    refiner: Refiner
+    threshold: float = 0.7
+    rounds: int = 3
 
 
 @dataclass
@@ -38,7 +51,9 @@ class SamplingStats(Tally):
     turns: int = counter("turns")
     samples: int = counter("samples")
     unjudged: int = counter("unjudged")
-    refined: int = counter("refined extras")
+    truncated: int = counter("truncated by the token cap (unjudged, never paired)")
+    refined_turns: int = counter("turns refined")
+    refined: int = counter("rewrites added to the pool")
     reversals_null: int = counter("non-reversible constraints")
     triggers_reused: int = counter("turn triggers reused from self-play")
     trigger_unknown: int = counter("turns skipped, triggers unknown")
@@ -46,7 +61,7 @@ class SamplingStats(Tally):
     first_failure: str = ""
 
 
-def policy_messages(session: SelfPlaySession, turn_index: int, lang: str | None) -> Messages:
+def policy_messages(session: SelfPlaySession, turn_index: int, lang: str) -> Messages:
     """The policy's view of a turn: system prompt, earlier queries with reference replies, the query."""
     messages: Messages = [{"role": "system", "content": render_system_prompt(session.profile, lang=lang)}]
     for turn in session.turns[:turn_index]:
@@ -56,6 +71,20 @@ def policy_messages(session: SelfPlaySession, turn_index: int, lang: str | None)
         ]
     messages.append({"role": "user", "content": session.turns[turn_index].query})
     return messages
+
+
+def session_language(session: SelfPlaySession, lang: str | None) -> str:
+    """The session's one prompt language: `lang` (given or configured) else the profile's own, and
+    it must be the one the session was played in when self-play recorded that (the policy, the
+    judge and the pairs then all see one scaffold); a mismatch is refused, naming the session."""
+    decided = resolve_lang(lang, session.profile)
+    if session.lang is not None and session.lang != decided:
+        raise InputError(
+            f"session {session.session_id} was played with {session.lang} prompts, but this run would "
+            f"sample it with {decided} prompts: set the language to {session.lang} (--lang or the config's "
+            "language:) or run self-play again"
+        )
+    return decided
 
 
 async def select_triggered(
@@ -82,15 +111,15 @@ async def sample_turn(
     responder: Responder,
     judge: Judge,
     n: int,
-    lang: str | None,
-    refiner: Refiner | None,
-    refine_threshold: float | None,
+    lang: str,
+    refinement: Refinement | None,
     stats: SamplingStats,
     trigger: TriggerSelector | None = None,
 ) -> Turn:
-    """`n` judged samples for one turn (plus a judged rewrite of the best when asked and needed).
+    """`n` judged samples for one turn, plus the judged rewrites of the best when `refinement` asks.
 
     With a `trigger` selector only the triggered constraints are judged (see `sample_sessions`).
+    Samples the token cap cut off are kept with `truncated: true`, unjudged, and counted.
     """
     messages = policy_messages(session, turn_index, lang)
     history, query = messages[1:-1], messages[-1]["content"]
@@ -101,30 +130,39 @@ async def sample_turn(
         return Turn(
             query=turn.query, reference_response=turn.reference_response, samples=[], trigger_unknown=True
         )
-    in_play = (judge, session.profile, triggered, history, query)
+
+    async def judge_one(response: str) -> Verdicts:
+        return await judge_in_play(judge, session.profile, triggered, history, query, response)
+
     started = time.monotonic()
-    responses = await responder.respond(messages, n)
+    replies = await responder.respond(messages, n)
     sampled_s = time.monotonic() - started
-    verdicts = await gather_or_cancel(*(judge_in_play(*in_play, r) for r in responses))
-    refined = [False] * len(responses)
-    if refiner is not None and refine_threshold is not None and responses:
-        rates = [follow_rate(v.follows) for v in verdicts]
-        best = max(range(len(responses)), key=rates.__getitem__)
-        if verdicts[best].follows is not None and rates[best] < refine_threshold:
-            rewrite = await refiner.refine(session.profile, history, query, responses[best], verdicts[best])
-            responses.append(rewrite)
-            verdicts.append(await judge_in_play(*in_play, rewrite))
-            refined.append(True)
-            stats.refined += 1
+    pool = await judge_replies(replies, judge_one)
+    best = best_of(pool)
+    if refinement is not None and best is not None:
+
+        async def refine_one(current: Judged) -> Reply:
+            return await refinement.refiner.refine(
+                session.profile, history, query, current.reply.text, current.verdicts
+            )
+
+        _, rewrites = await refine_best(best, refine_one, judge_one, refinement.threshold, refinement.rounds)
+        pool += rewrites
+        stats.refined_turns += int(bool(rewrites))
+        stats.refined += len(rewrites)
     samples: list[dict[str, Any]] = []
-    for response, verdict, was_refined in zip(responses, verdicts, refined):
-        sample: dict[str, Any] = {"response": response, "follows": verdict.follows}
-        if verdict.reasons:
-            sample["judge_reasons"] = verdict.reasons
-        if was_refined:
+    for item in pool:
+        sample: dict[str, Any] = {"response": item.reply.text, "follows": item.verdicts.follows}
+        if item.verdicts.reasons:
+            sample["judge_reasons"] = item.verdicts.reasons
+        if item.reply.truncated:
+            sample["truncated"] = True
+        if item.round:
             sample["refined"] = True
+            sample["refine_round"] = item.round
         samples.append(sample)
-        stats.unjudged += int(verdict.follows is None)
+        stats.truncated += int(item.reply.truncated)
+        stats.unjudged += int(not item.judged and not item.reply.truncated)
     stats.samples += len(samples)
     stats.turns += 1
     selection = {} if triggered is None else {"triggered": triggered}
@@ -145,18 +183,19 @@ async def sample_session(
     reverser: Reverser,
     n: int = 5,
     lang: str | None = None,
-    refiner: Refiner | None = None,
-    refine_threshold: float | None = None,
+    refinement: Refinement | None = None,
     stats: SamplingStats | None = None,
     extras: dict[str, Any] | None = None,
     trigger: TriggerSelector | None = None,
 ) -> SessionDetail:
-    """The detail record of one session: reversals plus judged samples for every turn."""
+    """The detail record of one session: reversals plus judged samples for every turn, and the
+    prompt language they were made in (`session_language`)."""
     stats = stats if stats is not None else SamplingStats()
+    session_lang = session_language(session, lang)
     reversed_constraints, *turns = await gather_or_cancel(
         reverser.reverse(session.profile),
         *(
-            sample_turn(session, t, responder, judge, n, lang, refiner, refine_threshold, stats, trigger)
+            sample_turn(session, t, responder, judge, n, session_lang, refinement, stats, trigger)
             for t in range(len(session.turns))
         ),
     )
@@ -169,6 +208,7 @@ async def sample_session(
             "profile": profile,
             "reversed_constraints": reversed_constraints,
             "turns": [t.model_dump(exclude_unset=True) for t in turns],
+            "lang": session_lang,
             **(extras or {}),
         }
     )
@@ -184,8 +224,7 @@ async def sample_sessions(
     output_path: str | Path = "data/rpo_data/detail.jsonl",
     shard: Shard | str | None = None,
     lang: str | None = None,
-    refiner: Refiner | None = None,
-    refine_threshold: float | None = None,
+    refinement: Refinement | None = None,
     extras: dict[str, Any] | None = None,
     desc: str | None = "sampling",
     trigger: TriggerSelector | None = None,
@@ -201,6 +240,12 @@ async def sample_sessions(
     with no samples and `trigger_unknown: true` (its query and reference still serve as history
     for later turns) and counted; judging it as if every constraint were in play would guess.
     Without a selector every constraint is judged, as in files written before trigger selection.
+
+    Each record carries its prompt language (`lang`, see `session_language`), which pair
+    construction renders the training prompts in. A sample the token cap cut off is written with
+    `truncated: true` and no verdicts: it is counted, never judged and never paired. A session whose
+    samples are all truncated is still written (a rerun would only repeat it); one with samples
+    left unjudged by the judge and none judged is a failure that a rerun retries.
     """
     shard = shard if isinstance(shard, Shard) else Shard.parse(shard)
     stats = SamplingStats()
@@ -216,8 +261,7 @@ async def sample_sessions(
                 reverser,
                 n=n,
                 lang=lang,
-                refiner=refiner,
-                refine_threshold=refine_threshold,
+                refinement=refinement,
                 stats=stats,
                 extras=extras,
                 trigger=trigger,
@@ -225,7 +269,8 @@ async def sample_sessions(
         except LLMError as err:
             note_failure(stats, session.session_id, err)
             return None
-        if not any(sample.follows is not None for turn in detail.turns for sample in turn.samples):
+        samples = [sample for turn in detail.turns for sample in turn.samples]
+        if not any(sample.follows is not None or sample.truncated for sample in samples):
             note_failure(stats, session.session_id, "no sample could be judged")
             return None
         return detail
@@ -237,6 +282,7 @@ async def sample_sessions(
             if session.session_id in done:
                 stats.skipped += 1
             elif session.turns:
+                session_language(session, lang)  # a language mismatch is refused before any call
                 todo.append(session)
         async for _, detail in bounded_map(run, todo, concurrency, desc=desc):
             if detail is not None:

@@ -6,8 +6,9 @@ with its rule roles."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,13 @@ from rpo.utils.io import (
     read_jsonl,
     update_dataset_info,
 )
-from rpo.utils.llm.client import LLMClient, LLMError
+from rpo.utils.llm.client import LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts import render_lang
 from rpo.utils.prompts.language import resolve_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
-from rpo.utils.roles.conversation import LLMRefiner, LLMResponder, LLMUserSimulator
-from rpo.utils.roles.judge import JudgeStats, LLMJudge, follow_rate
-from rpo.utils.roles.protocols import Judge, Refiner, Responder, TriggerSelector, UserSimulator
-from rpo.utils.roles.trigger import LLMTriggerSelector, TriggerStats, judge_in_play
+from rpo.utils.roles.protocols import Judge, Refiner, Reply, Responder, TriggerSelector, UserSimulator
+from rpo.utils.roles.trigger import judge_in_play
 from rpo.utils.schema import (
     Messages,
     ProfileCore,
@@ -35,11 +34,14 @@ from rpo.utils.schema import (
     SystemProfile,
     UserProfile,
 )
-from rpo.utils.stages.outcome import gather_or_cancel, note_failure
+from rpo.utils.stages.outcome import note_failure
+from rpo.utils.stages.refinement import Judged, best_of, judge_replies, refine_best
 from rpo.utils.stats import Tally, counter
 
 UNJUDGED_ENDS = ("unjudged", "trigger_unknown")
-"""End reasons that say nothing about the profile: the judge or the trigger selector gave no answer."""
+"""End reasons that say nothing about the profile: the judge or the trigger selector gave no answer.
+(A turn whose candidates were all cut off by the token cap ends the session as "truncated": a
+rerun would only repeat it, so the session is written and counted.)"""
 
 
 @dataclass
@@ -54,20 +56,26 @@ class SelfPlayStats(Tally):
     refinements: int = counter("refinements")
     below_threshold: int = counter("sessions ended below threshold")
     unjudged: int = counter("turns left unjudged")
+    truncated: int = counter("candidates truncated by the token cap (never kept)")
     trigger_unknown: int = counter("turns with triggers unknown")
     failed: int = counter("failed, not recorded (a rerun retries them)")
     first_failure: str = ""
 
 
-def response_messages(profile: ProfileCore, history: Messages, query: str, lang: str) -> Messages:
-    """System prompt, history, then the query with the constraints restated after it."""
+def response_messages(
+    profile: ProfileCore, history: Messages, query: str, lang: str, triggered: list[int] | None
+) -> Messages:
+    """System prompt, history, then the query with the constraints it triggers restated after it.
+
+    Only the triggered constraints are restated, as the authors do: restating a conditional rule
+    the query does not meet would pull the reference answer toward it. Without a selection
+    (`triggered=None`) every constraint is in play and restated; an empty selection restates none.
+    """
+    restated = profile.constraints if triggered is None else [profile.constraints[k] for k in triggered]
     return [
         {"role": "system", "content": render_system_prompt(profile, lang=lang)},
         *history,
-        {
-            "role": "user",
-            "content": render_lang("response", lang, query=query, constraints=profile.constraints),
-        },
+        {"role": "user", "content": render_lang("response", lang, query=query, constraints=restated)},
     ]
 
 
@@ -92,7 +100,9 @@ async def self_play(
     candidates and their rewrites), only they are judged and count toward `threshold`, and the turn
     stores them as `triggered`. A turn whose selection stays unknown ends the session
     (`end_reason` "trigger_unknown"): judging it as if every constraint were in play would keep a
-    turn on the wrong evidence.
+    turn on the wrong evidence. A candidate the token cap cut off is never judged nor kept; when
+    every candidate was cut off the session ends ("truncated"). The session records its prompt
+    language (`lang`), which sampling and pair construction then use.
     """
     stats = stats if stats is not None else SelfPlayStats()
     lang = resolve_lang(lang, profile)
@@ -108,31 +118,26 @@ async def self_play(
                 stats.trigger_unknown += 1
                 end_reason = "trigger_unknown"
                 break
-        in_play = (judge, profile, triggered, history, query)
-        candidates = await responder.respond(response_messages(profile, history, query, lang), n_candidates)
-        verdicts = await gather_or_cancel(*(judge_in_play(*in_play, c) for c in candidates))
-        best_rate, best, best_verdicts = max(
-            ((follow_rate(v.follows), c, v) for c, v in zip(candidates, verdicts)), key=lambda t: t[0]
-        )
-        refinements = 0
-        while best_rate < threshold and refiner is not None and refinements < max_refines:
-            if best_verdicts.follows is None:
-                break
-            refinements += 1
-            rewrite = await refiner.refine(profile, history, query, best, best_verdicts)
-            rewrite_verdicts = await judge_in_play(*in_play, rewrite)
-            if rewrite_verdicts.follows is not None and follow_rate(rewrite_verdicts.follows) >= best_rate:
-                best_rate, best, best_verdicts = (
-                    follow_rate(rewrite_verdicts.follows),
-                    rewrite,
-                    rewrite_verdicts,
-                )
-        stats.refinements += refinements
-        if best_verdicts.follows is None:
-            stats.unjudged += 1
-            end_reason = "unjudged"
+
+        judge_one = partial(judge_in_play, judge, profile, triggered, history, query)
+
+        messages = response_messages(profile, history, query, lang, triggered)
+        replies = await responder.respond(messages, n_candidates)
+        pool = await judge_replies(replies, judge_one)
+        stats.truncated += sum(reply.truncated for reply in replies)
+        best = best_of(pool)
+        if best is None:
+            unjudged = not replies or any(not reply.truncated for reply in replies)
+            stats.unjudged += int(unjudged)
+            end_reason = "unjudged" if unjudged else "truncated"
             break
-        if best_rate < threshold:
+        rewrites: list[Judged] = []
+        if refiner is not None:
+            refine_one = partial(_rewrite, refiner, profile, history, query)
+            best, rewrites = await refine_best(best, refine_one, judge_one, threshold, max_refines)
+        stats.refinements += len(rewrites)
+        stats.truncated += sum(rewrite.reply.truncated for rewrite in rewrites)
+        if best.rate < threshold:
             stats.below_threshold += 1
             end_reason = "below_threshold"
             break
@@ -140,25 +145,27 @@ async def self_play(
         turns.append(
             SelfPlayTurn(
                 query=query,
-                reference_response=best,
+                reference_response=best.reply.text,
                 **selection,
-                follows=best_verdicts.follows,
-                refinements=refinements,
+                follows=best.verdicts.follows,
+                refinements=len(rewrites),
             )
         )
-        history = [*history, {"role": "user", "content": query}, {"role": "assistant", "content": best}]
+        history = [*history, {"role": "user", "content": query}, {"role": "assistant", "content": best.reply.text}]
     stats.sessions += 1
     stats.turns += len(turns)
     stats.empty_sessions += int(not turns)
     sid = session_id or getattr(profile, "id", None) or profile.name
-    return SelfPlaySession(session_id=sid, profile=profile, turns=turns, end_reason=end_reason)
+    return SelfPlaySession(session_id=sid, profile=profile, turns=turns, end_reason=end_reason, lang=lang)
 
 
 def sft_record(session: SelfPlaySession, lang: str | None = None) -> dict[str, Any] | None:
-    """One sharegpt conversation for a session with kept turns (None for an empty session)."""
+    """One sharegpt conversation for a session with kept turns (None for an empty session), its
+    system prompt in the language the session was played in (`lang` only for sessions that did not
+    record one)."""
     if not session.turns:
         return None
-    messages = [{"from": "system", "value": render_system_prompt(session.profile, lang=lang)}]
+    messages = [{"from": "system", "value": render_system_prompt(session.profile, lang=session.lang or lang)}]
     for turn in session.turns:
         messages += [
             {"from": "human", "value": turn.query},
@@ -189,10 +196,29 @@ def build_sft_dataset(
     return writer.count
 
 
+async def _rewrite(refiner: Refiner, profile: ProfileCore, history: Messages, query: str, current: Judged) -> Reply:
+    return await refiner.refine(profile, history, query, current.reply.text, current.verdicts)
+
+
+@dataclass(frozen=True)
+class SelfPlayRoles:
+    """The roles a self-play run uses, built by its caller (the CLI, or the demo with rule roles).
+
+    `user_for(user, session_id)` makes the simulated user of one session (a persona, or None for
+    the default one); the session id lets it draw its tone reproducibly.
+    """
+
+    responder: Responder
+    judge: Judge
+    user_for: Callable[[UserProfile | None, str], UserSimulator]
+    refiner: Refiner | None = None
+    trigger: TriggerSelector | None = None
+
+
 async def run_self_play(
     profiles: Iterable[tuple[int, SystemProfile]],
     users: list[UserProfile],
-    client: LLMClient,
+    roles: SelfPlayRoles,
     output_path: Path,
     max_turns: int,
     threshold: float,
@@ -200,19 +226,14 @@ async def run_self_play(
     n_candidates: int,
     concurrency: int,
     lang: str | None,
-    trigger_role: str | None = None,
-) -> tuple[SelfPlayStats, JudgeStats, TriggerStats | None]:
+) -> SelfPlayStats:
     """Self-play every (index, profile) not yet in `output_path`, appending each session as it ends.
 
     The index (position in the unsharded input) picks the user profile, round-robin. With
-    `trigger_role`, that role selects each turn's triggered constraints (see `self_play`).
+    `roles.trigger`, that role selects each turn's triggered constraints (see `self_play`).
     The output is locked before what is already done is read, so a second run cannot double it.
     """
     stats = SelfPlayStats()
-    judge = LLMJudge(client, lang=lang)
-    trigger = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
-    responder = LLMResponder(client, role="response")
-    refiner = LLMRefiner(client, lang=lang)
 
     async def play(item: tuple[int, SystemProfile]) -> SelfPlaySession | None:
         """The session, or None (counted as failed) when a request failed for good or nothing could
@@ -222,18 +243,18 @@ async def run_self_play(
         try:
             session = await self_play(
                 profile,
-                LLMUserSimulator(client, user, lang=lang),
-                responder,
-                judge,
+                roles.user_for(user, profile.id),
+                roles.responder,
+                roles.judge,
                 max_turns=max_turns,
-                refiner=refiner,
+                refiner=roles.refiner,
                 threshold=threshold,
                 max_refines=max_refines,
                 n_candidates=n_candidates,
                 session_id=profile.id,
                 lang=lang,
                 stats=stats,
-                trigger=trigger,
+                trigger=roles.trigger,
             )
         except LLMError as err:
             note_failure(stats, profile.id, err)
@@ -255,4 +276,4 @@ async def run_self_play(
             if session is not None:
                 out.write(session)
                 stats.written += 1
-    return stats, judge.stats, trigger.stats if trigger else None
+    return stats
