@@ -332,20 +332,6 @@ def write_json(path: str | Path, obj: Any) -> None:
         fh.write("\n")
 
 
-def update_dataset_info(dataset_dir: str | Path, name: str, entry: dict[str, Any]) -> Path:
-    """Add or replace one dataset in `{dataset_dir}/dataset_info.json`, keeping the others."""
-    info_path = Path(dataset_dir) / "dataset_info.json"
-    info: dict[str, Any] = {}
-    if info_path.exists():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise InputError(f"{info_path}: line {err.lineno}: invalid JSON ({err.msg})") from None
-    info[name] = entry
-    write_json(info_path, info)
-    return info_path
-
-
 @dataclass(frozen=True)
 class Shard:
     """Shard `index` of `count` (0-based, written `index/count`), selecting items round-robin."""

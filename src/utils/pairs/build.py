@@ -12,11 +12,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import orjson
 from rpo.utils import cli
-from rpo.utils.io import InputError, JsonArrayWriter, update_dataset_info
+from rpo.utils.dataset_registry import register_dataset
+from rpo.utils.io import InputError, JsonArrayWriter
 from rpo.utils.pairs.records import (
     Record,
     dpo_gaps,
@@ -31,30 +31,6 @@ from rpo.utils.pairs.select import Selection
 from rpo.utils.pairs.stats import DpoCounts, KtoCounts, PairCounts, RpoCounts
 from rpo.utils.schema import SessionDetail
 
-SHAREGPT_TAGS = {
-    "role_tag": "from",
-    "content_tag": "value",
-    "user_tag": "human",
-    "assistant_tag": "gpt",
-    "system_tag": "system",
-}
-RPO_ENTRY = {
-    "formatting": "sharegpt",
-    "ranking": True,
-    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "margin": "margin"},
-    "tags": SHAREGPT_TAGS,
-}
-DPO_ENTRY = {
-    "formatting": "sharegpt",
-    "ranking": True,
-    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
-    "tags": SHAREGPT_TAGS,
-}
-KTO_ENTRY = {
-    "formatting": "sharegpt",
-    "columns": {"messages": "conversations", "kto_tag": "kto_tag"},
-    "tags": SHAREGPT_TAGS,
-}
 GAP_BUCKETS = (("gap_ge3", 3, None), ("gap_2", 2, 2), ("gap_1", 1, 1))
 """Paper Table 2's training sets: (name suffix, least margin, largest margin)."""
 
@@ -101,7 +77,7 @@ def _write(
     detail_path: str | Path,
     output_dir: str | Path,
     dataset_name: str,
-    entry: dict[str, Any],
+    kind: str,
     counts: PairCounts,
     records_of: Callable[[SessionDetail], Iterable[Record]],
 ) -> None:
@@ -110,7 +86,7 @@ def _write(
         for session in read_sessions(detail_path):
             records = _encoded(detail_path, session, records_of(session))
             writer.write_encoded(b",\n".join(records), len(records))
-    update_dataset_info(output_dir, dataset_name, {"file_name": output.name, **entry})
+    register_dataset(output_dir, dataset_name, kind)
     counts.output = str(output)
 
 
@@ -166,7 +142,7 @@ def build_rpo_dataset(
         detail_path,
         output_dir,
         name,
-        RPO_ENTRY,
+        "rpo",
         counts,
         lambda session: rpo_records(session, counts, mode, which, selection),
     )
@@ -199,7 +175,7 @@ def build_dpo_dataset(
         detail_path,
         output_dir,
         name,
-        DPO_ENTRY,
+        "dpo",
         counts,
         lambda session: dpo_records(session, counts, selection),
     )
@@ -215,7 +191,7 @@ def build_kto_dataset(
     """Build the KTO dataset (a `kto_tag` column, not ranking) and register it."""
     name = cli.name("dataset_name", dataset_name)
     counts = KtoCounts()
-    _write(detail_path, output_dir, name, KTO_ENTRY, counts, lambda session: kto_records(session, counts))
+    _write(detail_path, output_dir, name, "kto", counts, lambda session: kto_records(session, counts))
     return counts
 
 
@@ -264,7 +240,7 @@ def build_rpo_gap_buckets(
                 bucket_name = bucket_of(record["margin"])
                 writers[bucket_name].write_encoded(_encoded(detail_path, session, [record])[0])
     for bucket_name in buckets:
-        update_dataset_info(output_dir, bucket_name, {"file_name": f"{bucket_name}.json", **RPO_ENTRY})
+        register_dataset(output_dir, bucket_name, "rpo")
     counts.selection = f"gap buckets, {size} records each (seed {cap.seed}):\n" + "\n".join(
         f"  {bucket_name} ({_gap_range(bucket)}): {writers[bucket_name].count} of {bucket.candidates(gaps)}"
         f" -> {output / f'{bucket_name}.json'}"
