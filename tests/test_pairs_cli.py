@@ -189,3 +189,24 @@ def test_the_old_workers_flag_is_accepted_and_changes_nothing(repo_copy: Path) -
     assert flagged.stderr == (
         "note: --workers is no longer needed (pair construction runs in one process); ignored\n"
     )
+
+
+def test_data_stages_with_their_default_paths_change_no_tracked_file(tmp_path: Path) -> None:
+    """A checkout with the repository's ignore rules and bundled data: the stages' default outputs
+    (datasets, their dataset_info.json, lock and temp files) leave `git status` clean."""
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    (tmp_path / "data" / "rpo_data").mkdir(parents=True)
+    shutil.copy(DEMO, tmp_path / "data" / "rpo_data" / DEMO.name)
+    git = ("git", "-c", "user.name=test", "-c", "user.email=test@localhost")
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "bundled data"], cwd=tmp_path, check=True)
+    tracked = subprocess.run([*git, "ls-files"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    assert tracked.split() == [".gitignore", "data/rpo_data/demo_detail.jsonl"]  # the bundled file stays tracked
+    for cli in (RPO_CLI, KTO_CLI):
+        proc = run(cli, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "data" / "rpo.json").is_file() and (tmp_path / "data" / "dataset_info.json").is_file()
+    status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=all", "--ignored=no"], cwd=tmp_path,
+                            check=True, capture_output=True, text=True).stdout
+    assert status == ""
