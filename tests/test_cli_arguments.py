@@ -163,13 +163,13 @@ def test_empty_constraints_and_repeated_ids_are_refused(files):
     blank_rule["constraints"][1] = "  "
     profiles = write_jsonl(tmp_path / "bad_profiles.jsonl", [profile_record(0), blank_rule])
     assert refusal(SFT, f"--profiles={profiles}", f"--config={config}", cwd=tmp_path) == (
-        f"error: {profiles}: record p1: field constraints[1]: empty constraint"
+        f"error: {profiles}: record p1: field constraints[1]: empty constraint '  '"
     )
     session = session_record(2)
-    session["profile"]["constraints"][0] = ""
+    session["profile"]["constraints"][0] = "1. "  # a list marker without its rule
     sessions = write_jsonl(tmp_path / "bad_sessions.jsonl", [session])
     assert refusal(DPO, f"--config={config}", f"--sessions_path={sessions}", cwd=tmp_path) == (
-        f"error: {sessions}: record s2: field constraints[0]: empty constraint"
+        f"error: {sessions}: record s2: field constraints[0]: empty constraint '1. '"
     )
     twice = write_jsonl(tmp_path / "twice.jsonl", [session_record(0), session_record(1), session_record(0)])
     assert refusal(DPO, f"--config={config}", f"--sessions_path={twice}", cwd=tmp_path) == (

@@ -75,7 +75,9 @@ def test_skip_mode_and_custom_names(repo_copy: Path) -> None:
     )
     proc = run(RPO_CLI, *args, cwd=repo_copy)
     assert proc.returncode == 0, proc.stderr
-    assert "0 left out of emitted prompts" in proc.stdout and "pairs skipped" in proc.stdout
+    assert "non-reversible constraints: 23 pairs whose chosen fails one: 0 emitted with it left out of the prompt, 23 skipped, 0 not emitted (margin 0 without it)" in proc.stdout
+    drop = run(RPO_CLI, f"--detail_path={DEMO}", f"--output_dir={out_dir}", "--dataset_name=rpo_drop", cwd=repo_copy)
+    assert "non-reversible constraints: 23 pairs whose chosen fails one: 19 emitted with it left out of the prompt, 0 skipped, 4 not emitted (margin 0 without it)" in drop.stdout
     assert json.loads((out_dir / "dataset_info.json").read_text())["rpo_skip"]["file_name"] == "rpo_skip.json"
 
 

@@ -97,7 +97,8 @@ def test_rpo_pairs_hand_computed_drop() -> None:
     assert counters.unjudged == 1 and counters.duplicates == 1
     assert counters.pairs == 7
     assert counters.margin_hist == {1: 4, 2: 2, 3: 1}
-    assert counters.dropped_constraints == 2 and counters.zero_margin == 1 and counters.skipped_pairs == 0
+    assert counters.left_out_pairs == 2 and counters.zero_margin == 1 and counters.skipped_pairs == 0
+    assert counters.non_reversible_pairs == 3  # the same pairs skip mode skips
 
 
 def test_rpo_pairs_skip_drops_pairs_whose_chosen_fails_a_non_reversible_constraint() -> None:
@@ -110,7 +111,8 @@ def test_rpo_pairs_skip_drops_pairs_whose_chosen_fails_a_non_reversible_constrai
         (1, "E", "B", 3),
         (2, "G", "F", 1),
     ]
-    assert counters.skipped_pairs == 3 and counters.zero_margin == 0 and counters.dropped_constraints == 0
+    assert counters.skipped_pairs == 3 and counters.zero_margin == 0 and counters.left_out_pairs == 0
+    assert counters.non_reversible_pairs == 3
 
 
 def test_rpo_margin_equals_difference_count_when_everything_is_reversible() -> None:
@@ -251,8 +253,8 @@ def test_builders_write_the_records_as_json_dumps_lays_them_out(tmp_path: Path, 
     [
         # a constraint that ends (or starts) the prompt with whitespace: the rendered prompt is stripped
         {"name": "N", "description": "D", "skills": ["k"], "constraints": ["a ", " b\n", "c\t"]},
-        # empty description and skill, an empty constraint, text that looks like the placeholders
-        {"name": "N\x00c0\x00", "description": "", "skills": ["", "s"], "constraints": ["", "x", "y"]},
+        # empty description and skill, a one-character constraint, text that looks like the placeholders
+        {"name": "N\x00c0\x00", "description": "", "skills": ["", "s"], "constraints": ["z", "x", "y"]},
         # no constraints left in some prompts, a name with leading whitespace
         {"name": " N", "skills": [], "constraints": ["p", "q", "r"]},
     ],
@@ -292,5 +294,3 @@ def test_bad_record_names_file_line_and_field_and_leaves_no_partial_output(tmp_p
     ):
         build_rpo_dataset(detail, tmp_path / "out", "rpo")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
-    with pytest.raises(InputError, match="--non_reversible"):
-        build_rpo_dataset(detail, tmp_path / "out", "rpo", non_reversible="keep")

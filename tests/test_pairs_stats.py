@@ -93,7 +93,7 @@ def test_reverse_rates_fall_below_one_when_pairs_are_skipped(tmp_path: Path) -> 
     }
     drop = detail_stats(path, "drop")
     assert drop.efficiency.as_dict()["reverse"] == {"valid": 1.0, "dominated": 1.0, "perfect": 1.0}
-    assert drop.margin_hist == {1: 2} and drop.dropped_constraints == 2
+    assert drop.margin_hist == {1: 2} and drop.left_out_pairs == 2 == drop.non_reversible_pairs
 
 
 def test_histogram_and_percentiles() -> None:

@@ -24,7 +24,8 @@ def main(
 ) -> None:
     """Print the detail file's pairing statistics and, if asked, a dataset's length percentiles."""
     if detail_path:
-        print(detail_stats(detail_path, non_reversible).summary())
+        mode = cli.choice("non_reversible", non_reversible, ("drop", "skip"))
+        print(detail_stats(detail_path, mode).summary())
     if dataset:
         stats = length_percentiles(dataset, tokenizer)
         points = ", ".join(f"{k} {v}" for k, v in stats.items() if k.startswith("p"))

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import fire
 from rpo.utils.io import InputError
+from rpo.utils.schema import first_blank_constraint
 
 T = TypeVar("T")
 C = TypeVar("C", bound=str)
@@ -111,14 +112,14 @@ def _writable_dir(flag: str, path: Path) -> None:
 
 
 def refuse_blank_constraints(records: Iterable[T], path: str | Path) -> Iterator[T]:
-    """Pass records through, refusing one whose profile holds an empty constraint (it would be
-    judged, reversed and restated as nothing)."""
+    """Pass records through, refusing one whose profile holds a constraint that states nothing
+    (blank or a bare `1. `: it would be judged, reversed and restated as nothing)."""
     for record in records:
         profile = getattr(record, "profile", record)
-        for k, constraint in enumerate(profile.constraints):
-            if not constraint.strip():
-                record_id = getattr(record, "session_id", None) or getattr(record, "id", None)
-                raise InputError(f"{path}: record {record_id}: field constraints[{k}]: empty constraint")
+        blank = first_blank_constraint(profile.constraints)
+        if blank:
+            record_id = getattr(record, "session_id", None) or getattr(record, "id", None)
+            raise InputError(f"{path}: record {record_id}: field {blank}")
         yield record
 
 

@@ -14,7 +14,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
-from rpo.utils import cli
 from rpo.utils.dataset_registry import register_dataset
 from rpo.utils.io import InputError, JsonArrayWriter
 from rpo.utils.pairs.records import (
@@ -90,6 +89,10 @@ def _write(
     counts.output = str(output)
 
 
+class EmptyGapBucket(InputError):
+    """The detail file gives no pair for one of the gap buckets, so equal-size buckets would be empty."""
+
+
 GapsOf = Callable[[SessionDetail], Iterable[int]]
 
 
@@ -106,22 +109,12 @@ def _planned(selection: Selection, detail_path: str | Path, gaps_of: GapsOf) -> 
     return selection if selection.active else None
 
 
-def _rpo_options(
-    dataset_name: str, non_reversible: str, prompt_constraints: str
-) -> tuple[str, NonReversible, PromptConstraints]:
-    return (
-        cli.name("dataset_name", dataset_name),
-        cli.choice("non_reversible", non_reversible, ("drop", "skip")),
-        cli.choice("prompt_constraints", prompt_constraints, ("triggered", "all")),
-    )
-
-
 def build_rpo_dataset(
     detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
     output_dir: str | Path = "data",
     dataset_name: str = "rpo",
-    non_reversible: str = "drop",
-    prompt_constraints: str = "triggered",
+    non_reversible: NonReversible = "drop",
+    prompt_constraints: PromptConstraints = "triggered",
     min_margin: int | None = None,
     max_margin: int | None = None,
     max_pairs: int | None = None,
@@ -131,20 +124,19 @@ def build_rpo_dataset(
 
     `min_margin`, `max_margin` and `max_pairs` (a sample drawn with `seed`) select among the pairs.
     """
-    name, mode, which = _rpo_options(dataset_name, non_reversible, prompt_constraints)
     selection = _planned(
-        Selection.from_flags(min_margin, max_margin, max_pairs, seed),
+        Selection(min_margin, max_margin, max_pairs, seed),
         detail_path,
-        lambda session: rpo_gaps(session, RpoCounts(), mode),
+        lambda session: rpo_gaps(session, RpoCounts(), non_reversible),
     )
     counts = RpoCounts()
     _write(
         detail_path,
         output_dir,
-        name,
+        dataset_name,
         "rpo",
         counts,
-        lambda session: rpo_records(session, counts, mode, which, selection),
+        lambda session: rpo_records(session, counts, non_reversible, prompt_constraints, selection),
     )
     counts.selection = selection.summary() if selection else ""
     return counts
@@ -164,9 +156,8 @@ def build_dpo_dataset(
     The selection options are `build_rpo_dataset`'s, with a pair's gap being how many more
     constraints its chosen follows.
     """
-    name = cli.name("dataset_name", dataset_name)
     selection = _planned(
-        Selection.from_flags(min_margin, max_margin, max_pairs, seed),
+        Selection(min_margin, max_margin, max_pairs, seed),
         detail_path,
         lambda session: dpo_gaps(session, DpoCounts()),
     )
@@ -174,7 +165,7 @@ def build_dpo_dataset(
     _write(
         detail_path,
         output_dir,
-        name,
+        dataset_name,
         "dpo",
         counts,
         lambda session: dpo_records(session, counts, selection),
@@ -189,9 +180,8 @@ def build_kto_dataset(
     dataset_name: str = "kto",
 ) -> KtoCounts:
     """Build the KTO dataset (a `kto_tag` column, not ranking) and register it."""
-    name = cli.name("dataset_name", dataset_name)
     counts = KtoCounts()
-    _write(detail_path, output_dir, name, "kto", counts, lambda session: kto_records(session, counts))
+    _write(detail_path, output_dir, dataset_name, "kto", counts, lambda session: kto_records(session, counts))
     return counts
 
 
@@ -199,8 +189,8 @@ def build_rpo_gap_buckets(
     detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
     output_dir: str | Path = "data",
     dataset_name: str = "rpo",
-    non_reversible: str = "drop",
-    prompt_constraints: str = "triggered",
+    non_reversible: NonReversible = "drop",
+    prompt_constraints: PromptConstraints = "triggered",
     max_pairs: int | None = None,
     seed: int = 0,
 ) -> RpoCounts:
@@ -209,17 +199,13 @@ def build_rpo_gap_buckets(
     The size is that of the smallest bucket (at most `max_pairs`); each bucket is a seeded sample of
     its pairs. They are written as `{dataset_name}_gap_ge3`, `_gap_2` and `_gap_1`.
     """
-    name, mode, which = _rpo_options(dataset_name, non_reversible, prompt_constraints)
-    cap = Selection.from_flags(max_pairs=max_pairs, seed=seed)
-    gaps = _gap_counts(detail_path, lambda session: rpo_gaps(session, RpoCounts(), mode))
-    buckets = {f"{name}_{suffix}": Selection(low, high, seed=cap.seed) for suffix, low, high in GAP_BUCKETS}
+    gaps = _gap_counts(detail_path, lambda session: rpo_gaps(session, RpoCounts(), non_reversible))
+    buckets = {f"{dataset_name}_{suffix}": Selection(low, high, seed=seed) for suffix, low, high in GAP_BUCKETS}
     smallest = min(buckets.items(), key=lambda item: item[1].candidates(gaps))
     size = smallest[1].candidates(gaps)
     if size == 0:
-        raise InputError(
-            f"--gap_buckets: {detail_path} gives no pairs for {smallest[0]}, so every bucket would be empty"
-        )
-    size = size if cap.max_pairs is None else min(size, cap.max_pairs)
+        raise EmptyGapBucket(f"{detail_path} gives no pairs for {smallest[0]}, so every bucket would be empty")
+    size = size if max_pairs is None else min(size, max_pairs)
     for bucket in buckets.values():
         bucket.max_pairs = size
         bucket.plan(gaps)
@@ -235,13 +221,13 @@ def build_rpo_gap_buckets(
             for bucket_name in buckets
         }
         for session in read_sessions(detail_path):
-            records = rpo_records(session, counts, mode, which, lambda gap: buckets[bucket_of(gap)](gap))
+            records = rpo_records(session, counts, non_reversible, prompt_constraints, lambda gap: buckets[bucket_of(gap)](gap))
             for record in records:
                 bucket_name = bucket_of(record["margin"])
                 writers[bucket_name].write_encoded(_encoded(detail_path, session, [record])[0])
     for bucket_name in buckets:
         register_dataset(output_dir, bucket_name, "rpo")
-    counts.selection = f"gap buckets, {size} records each (seed {cap.seed}):\n" + "\n".join(
+    counts.selection = f"gap buckets, {size} records each (seed {seed}):\n" + "\n".join(
         f"  {bucket_name} ({_gap_range(bucket)}): {writers[bucket_name].count} of {bucket.candidates(gaps)}"
         f" -> {output / f'{bucket_name}.json'}"
         for bucket_name, bucket in buckets.items()

@@ -183,13 +183,18 @@ class PairCounts(Tally):
 
 @dataclass
 class RpoCounts(PairCounts):
-    """RPO adds what the non-reversible rule left out, the margins written and Table 4."""
+    """RPO adds what the non-reversible rule did, the margins written and Table 4.
+
+    The non-reversible counts are of pairs, before any selection, and add up: every pair whose chosen
+    fails a constraint without a reversal is emitted with it left out, skipped, or not emitted
+    because nothing else tells its responses apart."""
 
     KIND: ClassVar[str] = "rpo"
     SUMMARY: ClassVar[tuple[str, ...]] = PairCounts.SUMMARY + (
         (
-            "non-reversible constraints: {dropped_constraints} left out of emitted prompts, "
-            "{skipped_pairs} pairs skipped, {zero_margin} zero-margin pairs not emitted"
+            "non-reversible constraints: {non_reversible_pairs} pairs whose chosen fails one: "
+            "{left_out_pairs} emitted with it left out of the prompt, {skipped_pairs} skipped, "
+            "{zero_margin} not emitted (margin 0 without it)"
         ),
         "margin histogram:",
         "{histogram}",
@@ -197,7 +202,8 @@ class RpoCounts(PairCounts):
         "{table}",
     )
 
-    dropped_constraints: int = 0
+    non_reversible_pairs: int = 0
+    left_out_pairs: int = 0
     skipped_pairs: int = 0
     zero_margin: int = 0
     margin_hist: Counter[int] = field(default_factory=Counter)
