@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 from rpo.utils.io import InputError, read_jsonl
 from rpo.utils.pairs.build import build_dpo_dataset, build_kto_dataset, build_rpo_dataset
@@ -212,14 +213,14 @@ def write_detail(path: Path, sessions: list[dict]) -> Path:
 
 
 def json_array(records: list[dict]) -> bytes:
-    """What the builders write: one record a line, as `json.dumps` lays it out."""
+    """What the builders write: one record a line, as `orjson.dumps` lays it out."""
     if not records:
         return b"[]\n"
-    return ("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n").encode()
+    return b"[\n" + b",\n".join(orjson.dumps(r) for r in records) + b"\n]\n"
 
 
 @pytest.mark.parametrize("zh", [False, True])
-def test_builders_write_the_records_as_json_dumps_lays_them_out(tmp_path: Path, zh: bool) -> None:
+def test_builders_write_the_records_as_orjson_lays_them_out(tmp_path: Path, zh: bool) -> None:
     data = session_dict()
     if zh:
         data["profile"] = {
@@ -282,7 +283,7 @@ def test_margins_are_integers_in_the_file(tmp_path: Path) -> None:
     detail = write_detail(tmp_path / "d.jsonl", [session_dict()])
     build_rpo_dataset(detail, tmp_path, "rpo")
     text = (tmp_path / "rpo.json").read_text()
-    assert '"margin": 2,' in text and '"margin": 2.0' not in text
+    assert '"margin":2,' in text and '"margin":2.0' not in text
 
 
 def test_bad_record_names_file_line_and_field_and_leaves_no_partial_output(tmp_path: Path) -> None:

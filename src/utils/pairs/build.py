@@ -7,7 +7,6 @@ dataset as it was. With a `max_pairs` sample the detail file is read twice (coun
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
@@ -34,38 +33,9 @@ GAP_BUCKETS = (("gap_ge3", 3, None), ("gap_2", 2, 2), ("gap_1", 1, 1))
 """Paper Table 2's training sets: (name suffix, least margin, largest margin)."""
 
 
-def encode(record: Record) -> bytes:
-    """A record as `json.dumps(record, ensure_ascii=False)` lays it out in UTF-8 (", " and ": "
-    separators, the layout these datasets have always had), with orjson encoding the values.
-
-    A record's values are messages, lists of messages, strings, numbers and booleans.
-    """
-    fields = []
-    for key, value in record.items():
-        if isinstance(value, list):
-            data = b"[" + b", ".join(map(_message, value)) + b"]"
-        elif isinstance(value, dict):
-            data = _message(value)
-        else:
-            data = orjson.dumps(value)
-        fields.append(orjson.dumps(key) + b": " + data)
-    return b"{" + b", ".join(fields) + b"}"
-
-
-def _message(message: dict[str, str]) -> bytes:
-    return _encoded_message(message["from"], message["value"])
-
-
-@functools.lru_cache(maxsize=1024)
-def _encoded_message(role: str, value: str) -> bytes:
-    """A sharegpt message, encoded once while its session's records are written: records repeat
-    their prompt and history (a session has a few dozen distinct messages, so the cache stays small)."""
-    return b'{"from": ' + orjson.dumps(role) + b', "value": ' + orjson.dumps(value) + b"}"
-
-
 def _encoded(detail_path: str | Path, session: SessionDetail, records: Iterable[Record]) -> list[bytes]:
     try:
-        return [encode(record) for record in records]
+        return [orjson.dumps(record) for record in records]
     except orjson.JSONEncodeError:  # only text can fail: a lone surrogate (\ud800-\udfff) has no UTF-8 form
         raise InputError(
             f"{detail_path}: record {session.session_id}: a text holds a lone surrogate escape, not valid UTF-8"
