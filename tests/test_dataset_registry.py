@@ -41,7 +41,7 @@ def test_four_processes_registering_at_once_lose_nothing(tmp_path: Path) -> None
 def test_a_corrupt_registry_is_refused_in_one_line_and_kept(tmp_path: Path) -> None:
     info = tmp_path / "dataset_info.json"
     info.write_bytes(b'{"a": \xff}')
-    with pytest.raises(InputError, match=r"dataset_info.json: not valid UTF-8 \(byte 7\)"):
+    with pytest.raises(InputError, match=r"dataset_info.json: line 1: not valid UTF-8 \(byte 7\)"):
         register_dataset(tmp_path, "rpo", "rpo")
     info.write_text("[1, 2]")
     with pytest.raises(InputError, match="expected a JSON object of datasets, got list"):

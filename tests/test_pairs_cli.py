@@ -161,8 +161,10 @@ def test_data_stats_cli_with_tokenizer_percentiles(repo_copy: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     assert "records, length in tokens:" in line and "margin histogram" not in proc.stdout
-    values = [int(part.split()[1]) for part in line.rsplit(": ", 1)[1].split(", ")]
+    head, cutoff = line.rsplit("; cutoff_len ", 1)
+    values = [int(part.split()[1]) for part in head.rsplit(": ", 1)[1].split(", ")]
     assert values == sorted(values) and values[0] > 50
+    assert int(cutoff) == max(256, -(-values[2] // 256) * 256)  # p95 rounded up, as generate_conf_file.py does
 
 
 def test_gap_buckets_in_one_command(repo_copy: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from rpo.utils.io import InputError, read_jsonl
 from rpo.utils.pairs.build import build_dpo_dataset, build_kto_dataset, build_rpo_dataset
 from rpo.utils.pairs.records import dpo_records, kto_records, rpo_records
-from rpo.utils.pairs.stats import DpoCounts, KtoCounts, RpoCounts
+from rpo.utils.pairs.counts import DpoCounts, KtoCounts, RpoCounts
 from rpo.utils.prompts.language import detect_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import ProfileCore, SessionDetail

@@ -1,4 +1,4 @@
-"""Table 4 rates (direct vs reversed pairing, < 5 / >= 5 constraints), histograms, length percentiles."""
+"""Table 4 rates (direct vs reversed pairing, < 5 / >= 5 constraints) and histograms."""
 
 from __future__ import annotations
 
@@ -6,15 +6,9 @@ import json
 from pathlib import Path
 
 from rpo.utils.pairs.build import build_rpo_dataset
+from rpo.utils.pairs.counts import format_histogram
+from rpo.utils.pairs.efficiency import direct_flags, reversed_pair_flags
 from rpo.utils.pairs.records import detail_stats
-from rpo.utils.pairs.stats import (
-    direct_flags,
-    format_histogram,
-    iter_dataset,
-    length_percentiles,
-    percentiles,
-    reversed_pair_flags,
-)
 
 
 def test_direct_flags_by_hand() -> None:
@@ -96,23 +90,7 @@ def test_reverse_rates_fall_below_one_when_pairs_are_skipped(tmp_path: Path) -> 
     assert drop.margin_hist == {1: 2} and drop.left_out_pairs == 2 == drop.non_reversible_pairs
 
 
-def test_histogram_and_percentiles() -> None:
+def test_histogram() -> None:
     assert format_histogram({}) == "  (empty)"
     lines = format_histogram({2: 10, 1: 5}, width=10).splitlines()
     assert lines[0].split() == ["1", "5", "#####"] and lines[1].split() == ["2", "10", "##########"]
-    assert percentiles(list(range(1, 101)), (50, 90, 100)) == {"p50": 50, "p90": 90, "p100": 100}
-    assert percentiles([7], (50,)) == {"p50": 7}
-
-
-def test_iter_dataset_streams_line_layout_and_loads_other_layouts(tmp_path: Path) -> None:
-    records = [
-        {"conversations": [{"from": "human", "value": "hi"}], "chosen": {"from": "gpt", "value": "yo"}}
-    ] * 3
-    pretty = tmp_path / "pretty.json"
-    pretty.write_text(json.dumps(records, indent=2))
-    assert list(iter_dataset(pretty)) == records
-    compact = tmp_path / "compact.json"
-    compact.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
-    assert list(iter_dataset(compact)) == records
-    stats = length_percentiles(compact, points=(50, 100))
-    assert stats == {"unit": "chars", "records": 3, "p50": 4, "p100": 4}

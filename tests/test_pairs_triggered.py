@@ -13,7 +13,7 @@ from rpo.utils.io import InputError
 from rpo.utils.pairs.build import build_rpo_dataset
 from rpo.utils.pairs.records import dpo_records, kto_records, rpo_records
 from rpo.utils.pairs.rule import ReversedPrompt, prompt_constraints, reversed_prompt, rpo_margin
-from rpo.utils.pairs.stats import DpoCounts, KtoCounts, RpoCounts
+from rpo.utils.pairs.counts import DpoCounts, KtoCounts, RpoCounts
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import ProfileCore, SessionDetail
 

@@ -10,14 +10,13 @@ whole file (temp file + rename).
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rpo.utils.io import InputError, write_json
+from rpo.utils.io import InputError, read_json, write_json
 
 INFO_FILE = "dataset_info.json"
 SHAREGPT_TAGS = {
@@ -70,12 +69,7 @@ def read_dataset_info(dataset_dir: str | Path) -> dict[str, Any]:
     info_path = Path(dataset_dir) / INFO_FILE
     if not info_path.exists():
         return {}
-    try:
-        info = json.loads(info_path.read_bytes())
-    except UnicodeDecodeError as err:
-        raise InputError(f"{info_path}: not valid UTF-8 (byte {err.start + 1})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{info_path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+    info = read_json(info_path)
     if not isinstance(info, dict):
         raise InputError(f"{info_path}: expected a JSON object of datasets, got {type(info).__name__}")
     return info

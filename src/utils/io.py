@@ -93,6 +93,36 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise InputError(f"{path}: line {lineno + 1}: cannot read ({reason})") from None
 
 
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file (a leading byte-order mark dropped); a missing or unreadable file and
+    a bad byte (named by line and byte) are one-line `InputError`s."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + 1
+        raise InputError(f"{path}: line {line}: not valid UTF-8 (byte {err.start - line_start + 1})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """One whole JSON document from a UTF-8 file, with `read_text`'s one-line errors and invalid
+    JSON named by line and column."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
+
+
 def read_jsonl(
     path: str | Path, model: type[T], unique: str | None = None, allow_empty: bool = False
 ) -> Iterator[T]:

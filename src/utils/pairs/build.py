@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 from rpo.utils.dataset_registry import register_dataset
 from rpo.utils.io import InputError, JsonArrayWriter
+from rpo.utils.pairs.counts import DpoCounts, KtoCounts, PairCounts, RpoCounts
 from rpo.utils.pairs.records import (
     Record,
     dpo_gaps,
@@ -26,7 +27,6 @@ from rpo.utils.pairs.records import (
 )
 from rpo.utils.pairs.rule import NonReversible, PromptConstraints
 from rpo.utils.pairs.select import Selection
-from rpo.utils.pairs.stats import DpoCounts, KtoCounts, PairCounts, RpoCounts
 from rpo.utils.schema import SessionDetail
 
 GAP_BUCKETS = (("gap_ge3", 3, None), ("gap_2", 2, 2), ("gap_1", 1, 1))

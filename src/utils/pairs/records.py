@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rpo.utils.io import InputError, read_jsonl
+from rpo.utils.pairs.counts import DpoCounts, KtoCounts, PairCounts, RpoCounts
+from rpo.utils.pairs.efficiency import direct_flags, reversed_pair_flags
 from rpo.utils.pairs.rule import (
     Follows,
     NonReversible,
@@ -29,14 +31,6 @@ from rpo.utils.pairs.rule import (
     kto_pick,
     prompt_constraints,
     rpo_pairs,
-)
-from rpo.utils.pairs.stats import (
-    DpoCounts,
-    KtoCounts,
-    PairCounts,
-    RpoCounts,
-    direct_flags,
-    reversed_pair_flags,
 )
 from rpo.utils.prompts.language import detect_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
