@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rpo.utils.cli import fire_arguments
 
 from tests.stages_fakes import profile_record, session_record, write_config, write_jsonl
 
@@ -200,3 +201,19 @@ def test_seed_corpus_with_a_byte_order_mark_is_read_as_jsonl(files):
     )
     [seed] = read_seeds(corpus)
     assert (seed.id, seed.text, seed.source) == ("g1", "a lighthouse keeper", "corpus")
+
+
+def test_help_is_asked_of_fire_after_its_separator() -> None:
+    assert fire_arguments(["--help"]) == ["--", "--help"]
+    assert fire_arguments(["run", "-h", "--data=x"]) == ["run", "--data=x", "--", "--help"]
+    assert fire_arguments(["--no-trigger", "--n=2"]) == ["--notrigger", "--n=2"]
+    assert fire_arguments(["x", "--", "--help"]) == ["x", "--", "--help"]  # already Fire's form
+
+
+def test_help_shows_defaults_whole_and_no_info_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "dsc" / "rpo_data_construction.py"), "--help"],
+                            cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "INFO:" not in result.stderr and result.stderr.startswith("NAME\n")
+    assert "        Default: 'data/rpo_data/demo_detail.jsonl'\n" in result.stderr
+    assert not list(tmp_path.iterdir())

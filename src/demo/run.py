@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-import fire
 from rpo.demo.evaluation import HISTORIES, evaluate
 from rpo.demo.pipeline import (
     EVAL_STREAM,
@@ -35,6 +34,7 @@ from rpo.demo.pipeline import (
 )
 from rpo.demo.training import train
 from rpo.eval.metrics import Session, bootstrap_ci95, score
+from rpo.utils import cli
 from rpo.utils.io import write_json
 from rpo.utils.pairs.build import build_dpo_dataset, build_rpo_dataset
 from tqdm import tqdm
@@ -221,4 +221,4 @@ def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = 
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import fire
+import fire.helptext
 from rpo.utils.io import InputError
 from rpo.utils.schema import first_blank_constraint
 
@@ -138,9 +139,26 @@ def conclude(built_what: str, built: int, failed: int = 0, first_failure: str = 
         sys.exit(1)
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
+def fire_arguments(argv: list[str]) -> list[str]:
+    """The command line as Fire should read it: `--no-FLAG` spelled `--noFLAG`, and `--help` passed
+    after `--`, Fire's own way to ask for help (the shortcut makes it print an `INFO: Showing help`
+    line first)."""
+    if "--" in argv:
+        return argv
+    args = [f"--no{arg[5:]}" if arg.startswith("--no-") else arg for arg in argv]
+    if any(arg in HELP_FLAGS for arg in args):
+        args = [arg for arg in args if arg not in HELP_FLAGS] + ["--", "--help"]
+    return args
+
+
 def run(main: Callable[..., Any] | dict[str, Callable[..., Any]]) -> None:
-    """`fire.Fire(main)`, also accepting `--no-FLAG` for a boolean flag (Fire spells it `--noFLAG`)."""
-    argv = [f"--no{arg[5:]}" if arg.startswith("--no-") else arg for arg in sys.argv[1:]]
+    """`fire.Fire(main)` where every CLI starts: `--no-FLAG` for a boolean flag, help without Fire's
+    INFO line and with every default shown whole (Fire cuts those longer than its 80-column layout)."""
+    argv = fire_arguments(sys.argv[1:])
+    fire.helptext.LINE_LENGTH = 1000
     try:
         fire.Fire(main, command=argv)
     except OSError as err:  # an output that cannot be written, a disk that is full: one line, not a traceback

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import fire
+from rpo.utils import cli
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (
@@ -97,4 +97,4 @@ def main(output_dir: str, vocab_size: int = 512, hidden_size: int = 64, num_laye
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)
