@@ -217,3 +217,17 @@ def test_help_shows_defaults_whole_and_no_info_line(tmp_path: Path) -> None:
     assert "INFO:" not in result.stderr and result.stderr.startswith("NAME\n")
     assert "        Default: 'data/rpo_data/demo_detail.jsonl'\n" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_lone_surrogate_in_a_detail_file_to_verify_is_refused_before_any_call(files):
+    tmp_path, config, _, _ = files
+    detail = json.loads((ROOT / "data" / "rpo_data" / "demo_detail.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    detail["turns"][0]["samples"][1]["response"] = "cut \udfff here"
+    path = write_jsonl(tmp_path / "detail.jsonl", [detail])
+    out = tmp_path / "verified.jsonl"
+    line = refusal(REVERSE, f"--input={path}", f"--output={out}", f"--config={config}", "--verify", cwd=tmp_path)
+    assert line == (
+        f"error: {path}: line 1 (record demo_trailhead): field turns[0].samples[1].response: a lone surrogate "
+        "escape (\\ud800-\\udfff without its pair), not valid UTF-8 text"
+    )
+    assert not out.exists()

@@ -103,7 +103,8 @@ def test_a_lone_surrogate_is_named_with_its_record(tmp_path: Path) -> None:
     detail = tmp_path / "d.jsonl"
     detail.write_text(json.dumps(session) + "\n", encoding="utf-8")
     assert refused(tmp_path, "rpo_data_construction", f"--detail_path={detail}") == (
-        f"error: {detail}: record demo_trailhead: a text holds a lone surrogate escape, not valid UTF-8"
+        f"error: {detail}: line 1 (record demo_trailhead): field turns[0].samples[0].response: a lone surrogate "
+        "escape (\\ud800-\\udfff without its pair), not valid UTF-8 text"
     )
 
 

@@ -16,6 +16,7 @@ import functools
 import gzip
 import json
 import os
+import re
 import sys
 import tempfile
 import zlib
@@ -59,12 +60,45 @@ def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -
         raise InputError(f"{path}: line {lineno}: invalid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(line):
+        field = _lone_surrogate_field(obj)
+        if field is not None:
+            raise InputError(
+                f"{path}: line {lineno}{_record_label(obj)}: field {field}: a lone surrogate escape "
+                "(\\ud800-\\udfff without its pair), not valid UTF-8 text"
+            )
     try:
         return model.model_validate(obj)
     except ValidationError as err:
-        record_id = obj.get("session_id") or obj.get("id") or obj.get("gptId")
-        record = f" (record {record_id})" if record_id else ""
-        raise InputError(f"{path}: line {lineno}{record}: {describe_validation_error(err)}") from None
+        raise InputError(f"{path}: line {lineno}{_record_label(obj)}: {describe_validation_error(err)}") from None
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a UTF-16 surrogate: paired ones decode to one character, a lone one to text that
+no UTF-8 file, request or cache can hold."""
+
+
+def _record_label(obj: dict[str, Any]) -> str:
+    record_id = obj.get("session_id") or obj.get("id") or obj.get("gptId")
+    return f" (record {record_id})" if record_id else ""
+
+
+def _lone_surrogate_field(value: Any, where: str = "") -> str | None:
+    """The path (`turns[0].samples[1].response`) of the first text holding a lone surrogate, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "<record>"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        found = _lone_surrogate_field(key, inner) if isinstance(key, str) else None
+        found = found or _lone_surrogate_field(item, inner)
+        if found:
+            return found
+    return None
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:

@@ -33,15 +33,6 @@ GAP_BUCKETS = (("gap_ge3", 3, None), ("gap_2", 2, 2), ("gap_1", 1, 1))
 """Paper Table 2's training sets: (name suffix, least margin, largest margin)."""
 
 
-def _encoded(detail_path: str | Path, session: SessionDetail, records: Iterable[Record]) -> list[bytes]:
-    try:
-        return [orjson.dumps(record) for record in records]
-    except orjson.JSONEncodeError:  # only text can fail: a lone surrogate (\ud800-\udfff) has no UTF-8 form
-        raise InputError(
-            f"{detail_path}: record {session.session_id}: a text holds a lone surrogate escape, not valid UTF-8"
-        ) from None
-
-
 def _write(
     detail_path: str | Path,
     output_dir: str | Path,
@@ -53,7 +44,7 @@ def _write(
     output = Path(output_dir) / f"{dataset_name}.json"
     with JsonArrayWriter(output) as writer:
         for session in read_sessions(detail_path):
-            records = _encoded(detail_path, session, records_of(session))
+            records = [orjson.dumps(record) for record in records_of(session)]
             writer.write_encoded(b",\n".join(records), len(records))
     register_dataset(output_dir, dataset_name, kind)
     counts.output = str(output)
@@ -194,7 +185,7 @@ def build_rpo_gap_buckets(
             records = rpo_records(session, counts, non_reversible, prompt_constraints, lambda gap: buckets[bucket_of(gap)](gap))
             for record in records:
                 bucket_name = bucket_of(record["margin"])
-                writers[bucket_name].write_encoded(_encoded(detail_path, session, [record])[0])
+                writers[bucket_name].write_encoded(orjson.dumps(record))
     for bucket_name in buckets:
         register_dataset(output_dir, bucket_name, "rpo")
     counts.selection = f"gap buckets, {size} records each (seed {seed}):\n" + "\n".join(
