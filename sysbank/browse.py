@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error
+from rpo.utils.text_table import histogram, table
 
 from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters
 from sysbank.loader import SAMPLE_PATH, to_jsonl_line
@@ -194,16 +195,13 @@ def print_stats(stats: dict[str, object]) -> None:
             print(f"  {name:<24}{count:>8}")
     hist: dict[str, int] = stats["constraints_per_prompt"]  # type: ignore[assignment]
     print("\nconstraints per prompt:")
-    top = max(hist.values(), default=1)
-    for n, count in hist.items():
-        print(f"  {n:>3} {count:>8}  {'#' * max(1, round(40 * count / top)) if count else ''}")
+    print(histogram(hist))
     cats: dict[str, int] = stats["constraint_categories"]  # type: ignore[assignment]
     prompts: dict[str, int] = stats["prompts_with_category"]  # type: ignore[assignment]
     total = max(1, int(stats["constraints"]))  # type: ignore[call-overload]
     print("\nconstraint kinds (paper's ontology, by keyword; a constraint may have several):")
-    print(f"  {'kind':<12}{'constraints':>12}{'share':>8}{'prompts':>10}")
-    for kind, count in cats.items():
-        print(f"  {kind:<12}{count:>12}{count / total:>8.1%}{prompts[kind]:>10}")
+    rows = [(kind, count, f"{count / total:.1%}", prompts[kind]) for kind, count in cats.items()]
+    print(table(("kind", "constraints", "share", "prompts"), rows))
 
 
 def export(bank: Bank, indices: Sequence[int], output: str | Path) -> int:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from rpo.utils.pairs.build import build_rpo_dataset
-from rpo.utils.pairs.counts import format_histogram
 from rpo.utils.pairs.efficiency import direct_flags, reversed_pair_flags
 from rpo.utils.pairs.records import detail_stats
+from rpo.utils.text_table import histogram, table
 
 
 def test_direct_flags_by_hand() -> None:
@@ -67,8 +67,8 @@ def test_table4_rates_split_by_constraint_count(tmp_path: Path) -> None:
         "reverse": {"valid": 1.0, "dominated": 1.0, "perfect": 1.0},
     }
     table = eff.table()
-    assert table.splitlines()[1].split()[:6] == ["direct", "0.75", "0.50", "0.25", "0.50", "0.00"]
-    assert table.splitlines()[2].split()[:6] == ["reverse", "1.00", "1.00", "1.00", "1.00", "1.00"]
+    assert table.splitlines()[2].split()[:6] == ["direct", "0.75", "0.50", "0.25", "0.50", "0.00"]
+    assert table.splitlines()[3].split()[:6] == ["reverse", "1.00", "1.00", "1.00", "1.00", "1.00"]
     # the detail-only statistics agree with what the builder counts
     built = build_rpo_dataset(path, tmp_path / "out", "rpo")
     assert built.efficiency.as_dict() == eff.as_dict() and built.margin_hist == counters.margin_hist
@@ -91,6 +91,8 @@ def test_reverse_rates_fall_below_one_when_pairs_are_skipped(tmp_path: Path) -> 
 
 
 def test_histogram() -> None:
-    assert format_histogram({}) == "  (empty)"
-    lines = format_histogram({2: 10, 1: 5}, width=10).splitlines()
-    assert lines[0].split() == ["1", "5", "#####"] and lines[1].split() == ["2", "10", "##########"]
+    assert histogram({}) == "  (empty)"
+    assert histogram({1: 5, 2: 10, 3: 0}, width=10) == (
+        "    1         5  #####\n    2        10  ##########\n    3         0"
+    )
+    assert table(("kind", "n"), [("a", 10), ("bb", 2)]) == "kind   n\n----  --\na     10\nbb     2"

@@ -52,6 +52,16 @@ def describe_validation_error(err: ValidationError) -> str:
 
 def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -> T:
     """Validate one JSONL line, raising `InputError` that names file, line, record id and field."""
+    obj = json_line_object(line, path, lineno)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as err:
+        raise InputError(f"{path}: line {lineno}{record_label(obj)}: {describe_validation_error(err)}") from None
+
+
+def json_line_object(line: str, path: str | Path, lineno: int) -> dict[str, Any]:
+    """One JSONL line as a JSON object whose texts are all valid UTF-8, or a one-line `InputError`
+    (invalid JSON, not an object, a lone surrogate escape)."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
@@ -64,13 +74,10 @@ def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -
         field = _lone_surrogate_field(obj)
         if field is not None:
             raise InputError(
-                f"{path}: line {lineno}{_record_label(obj)}: field {field}: a lone surrogate escape "
+                f"{path}: line {lineno}{record_label(obj)}: field {field}: a lone surrogate escape "
                 "(\\ud800-\\udfff without its pair), not valid UTF-8 text"
             )
-    try:
-        return model.model_validate(obj)
-    except ValidationError as err:
-        raise InputError(f"{path}: line {lineno}{_record_label(obj)}: {describe_validation_error(err)}") from None
+    return obj
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -78,9 +85,10 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 no UTF-8 file, request or cache can hold."""
 
 
-def _record_label(obj: dict[str, Any]) -> str:
-    record_id = obj.get("session_id") or obj.get("id") or obj.get("gptId")
-    return f" (record {record_id})" if record_id else ""
+def record_label(obj: dict[str, Any]) -> str:
+    """` (record ID)` for a message about a JSON record, from the first id field it has ("" without)."""
+    record_id = obj.get("session_id") or obj.get("gptId") or obj.get("id")
+    return f" (record {record_id})" if isinstance(record_id, str | int) and record_id != "" else ""
 
 
 def _lone_surrogate_field(value: Any, where: str = "") -> str | None:

@@ -8,17 +8,7 @@ from typing import ClassVar
 
 from rpo.utils.pairs.efficiency import SampleEfficiency
 from rpo.utils.stats import Tally
-
-
-def format_histogram(hist: Counter[int], width: int = 40) -> str:
-    """One line per value: `  3  1200  ######`."""
-    if not hist:
-        return "  (empty)"
-    top = max(hist.values())
-    return "\n".join(
-        f"  {value:>3} {count:>9}  {'#' * max(1, round(width * count / top))}"
-        for value, count in sorted(hist.items())
-    )
+from rpo.utils.text_table import histogram
 
 
 @dataclass
@@ -84,7 +74,7 @@ class RpoCounts(PairCounts):
 
     @property
     def histogram(self) -> str:
-        return format_histogram(self.margin_hist)
+        return histogram(dict(sorted(self.margin_hist.items())))
 
     @property
     def table(self) -> str:

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
+from rpo.utils.text_table import table
+
 QUALITIES = ("valid", "dominated", "perfect")
 BUCKETS = ("<5", ">=5")
 
@@ -116,15 +118,10 @@ class SampleEfficiency:
 
     def table(self) -> str:
         """Text table: valid, dominated, perfect, then perfect split by < 5 and >= 5 constraints."""
-        head = (
-            f"{'method':<8} {'valid':>6} {'dominated':>9} {'perfect':>7} {'perf<5':>7} {'perf>=5':>7}  turns"
-        )
-        lines = [head]
-        for method, table in (("direct", self.direct), ("reverse", self.reverse)):
-            r = table["all"].rates()
-            lo, hi = table["<5"].rates()["perfect"], table[">=5"].rates()["perfect"]
-            lines.append(
-                f"{method:<8} {r['valid']:>6.2f} {r['dominated']:>9.2f} {r['perfect']:>7.2f} "
-                f"{lo:>7.2f} {hi:>7.2f}  {table['all'].turns} (<5: {table['<5'].turns}, >=5: {table['>=5'].turns})"
-            )
-        return "\n".join(lines)
+        rows = []
+        for method, rates in (("direct", self.direct), ("reverse", self.reverse)):
+            r = rates["all"].rates()
+            lo, hi = rates["<5"].rates()["perfect"], rates[">=5"].rates()["perfect"]
+            turns = f"{rates['all'].turns} (<5: {rates['<5'].turns}, >=5: {rates['>=5'].turns})"
+            rows.append((method, *(f"{x:.2f}" for x in (r["valid"], r["dominated"], r["perfect"], lo, hi)), turns))
+        return table(("method", "valid", "dominated", "perfect", "perf<5", "perf>=5", "turns"), rows)
