@@ -23,7 +23,7 @@ from typing import NoReturn
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error
 from rpo.utils.text_table import histogram, table
 
-from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters
+from sysbank.bank import LANGUAGES, ORDINARY_TIMEOUT_FACTOR, REGEX_TIMEOUT_S, Bank, Filters, SearchError
 from sysbank.loader import SAMPLE_PATH, to_jsonl_line
 from sysbank.ontology import CATEGORIES, OTHER
 
@@ -89,7 +89,8 @@ def _add_common(parser: argparse.ArgumentParser, json_flag: bool = True) -> None
 
 def _add_regex_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regex_timeout", "--regex-timeout", type=seconds, default=REGEX_TIMEOUT_S, metavar="SECONDS",
-                        help=f"stop a regular-expression search after this long (default {REGEX_TIMEOUT_S:g})")
+                        help=f"stop a regular-expression search that can backtrack after this long, an ordinary "
+                             f"one after {ORDINARY_TIMEOUT_FACTOR} times as long (default {REGEX_TIMEOUT_S:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +233,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
 
 
+def _search(bank: Bank, text: str, regex: bool, filters: Filters, timeout_s: float) -> list[int]:
+    """`Bank.search`, its refusals worded with the flag they concern."""
+    try:
+        return bank.search(text, regex=regex, filters=filters, timeout_s=timeout_s)
+    except SearchError as err:
+        raise InputError(f"--regex: {err}") from None
+
+
 def run(args: argparse.Namespace) -> None:
     """Carry out one parsed subcommand."""
     bank = Bank.load(args.path or [SAMPLE_PATH])
@@ -250,7 +259,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "list":
         print_list(bank, _limit(bank.select(_filters(args)), args.limit), args.json)
     elif args.command == "search":
-        hits = bank.search(args.text, regex=args.regex, filters=_filters(args), timeout_s=args.regex_timeout)
+        hits = _search(bank, args.text, args.regex, _filters(args), args.regex_timeout)
         print_list(bank, _limit(hits, args.limit), args.json)
         if not args.json:
             print(f"{len(hits)} match(es)", file=sys.stderr)
@@ -261,7 +270,7 @@ def run(args: argparse.Namespace) -> None:
         if args.text is None:
             chosen = bank.select(filters)
         else:
-            chosen = bank.search(args.text, args.regex, filters, timeout_s=args.regex_timeout)
+            chosen = _search(bank, args.text, args.regex, filters, args.regex_timeout)
         if args.sample is not None:
             chosen = bank.sample(chosen, args.sample, args.seed)
         n = export(bank, chosen, args.output)

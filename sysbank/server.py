@@ -3,9 +3,10 @@
 FastAPI on uvicorn: a JSON API under /api/ and a static page from `sysbank/web/` with no external
 resources, so it works offline. It binds 127.0.0.1 unless told otherwise. Nothing runs on the event
 loop: the small handlers run in FastAPI's thread pool, and searches in threads of their own, one per
-CPU at a time (more would only slow each one down and run them into their deadline). A
-regular-expression search releases the GIL and is stopped at its deadline, so one slow search
-never holds up the other requests.
+CPU at a time (more would only slow each one down and run them into their deadline). Regular
+expressions that can backtrack without end run one at a time in a lane of their own, so however
+many of them wait for their deadline, plain searches and ordinary patterns are never queued behind
+them; a regular-expression search releases the GIL and is stopped at its deadline.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from rpo.utils.io import InputError
 from starlette.exceptions import HTTPException
 
-from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters
+from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters, backtracking_shape
 from sysbank.loader import normalised_dict
 from sysbank.ontology import CATEGORIES, OTHER
 
@@ -146,10 +147,14 @@ def create_app(bank: Bank, regex_timeout_s: float = REGEX_TIMEOUT_S) -> FastAPI:
         return _json(bank.stats())
 
     searches = CapacityLimiter(len(os.sched_getaffinity(0)))
+    backtracking_searches = CapacityLimiter(1)
 
     @app.get("/api/search")
     async def search(request: Request) -> JSONResponse:
-        answer = await to_thread.run_sync(search_api, bank, request.query_params, regex_timeout_s, limiter=searches)
+        query = request.query_params
+        risky = _flag_param(query, "regex") and backtracking_shape(query.get("q", "")) is not None
+        lane = backtracking_searches if risky else searches
+        answer = await to_thread.run_sync(search_api, bank, query, regex_timeout_s, limiter=lane)
         return _json(answer)
 
     @app.get("/api/profile")
