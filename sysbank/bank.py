@@ -240,8 +240,9 @@ class Bank:
                 if shape:
                     raise SearchError(f"search for {shown} stopped after {limit_s:g} s: it has {shape}, which can "
                                       "backtrack without end; simplify the pattern") from None
-                raise SearchError(f"search for {shown} stopped after {limit_s:g} s over {len(hay) / 1e6:.1f} MB of "
-                                  "prompt text (the machine may be busy); make it more specific or filter first") from None
+                raise SearchError(f"search for {shown} stopped after {limit_s:g} s (processor time, shared with the "
+                                  f"searches running beside it) over {len(hay) / 1e6:.1f} MB of prompt text; make it "
+                                  "more specific or filter first") from None
 
         match = search(0)
         while match is not None:

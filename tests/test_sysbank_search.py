@@ -33,8 +33,8 @@ def test_an_ordinary_pattern_gets_the_longer_deadline_and_a_truthful_message() -
         bank.search("not exceed (80|120) words", regex=True, timeout_s=1e-9)
     limit = 1e-9 * ORDINARY_TIMEOUT_FACTOR
     assert str(err.value) == (
-        f"search for 'not exceed (80|120) words' stopped after {limit:g} s over {megabytes:.1f} MB of prompt "
-        "text (the machine may be busy); make it more specific or filter first"
+        f"search for 'not exceed (80|120) words' stopped after {limit:g} s (processor time, shared with the "
+        f"searches running beside it) over {megabytes:.1f} MB of prompt text; make it more specific or filter first"
     )
     assert "backtrack" not in str(err.value)
     assert bank.search("not exceed (80|120) words", regex=True) == bank.search(

@@ -254,7 +254,16 @@ def test_browse_search_filter_open_in_chromium(page: Page, server: str, tmp_path
     page.check("#regex")
     page.fill("#q", "(")
     expect(page.locator("#status")).to_have_class(re.compile("error"))
-    expect(page.locator("#status")).to_contain_text("invalid regular expression")
+    expect(page.locator("#status")).to_have_text("Search not run: invalid regular expression '(' (missing ) at "
+                                                 "position 1)")
+
+    page.fill("#q", r"(\w|\w)*#")  # searches for 2 s: a spinner meanwhile, then the time-out in the page's words
+    expect(page.locator("#status")).to_have_class("busy")
+    expect(page.locator("#status")).to_have_text("Searching…")
+    spinner = page.locator("#status").evaluate("e => getComputedStyle(e, '::before').animationName")
+    assert spinner == "spin"
+    expect(page.locator("#status")).to_have_class("error", timeout=10_000)
+    expect(page.locator("#status")).to_contain_text("Search not run: search for '(\\w|\\w)*#' stopped after 2 s")
 
 
 def test_deep_link_opens_record(page: Page, server: str) -> None:
