@@ -160,6 +160,5 @@ def test_an_untriggered_verdict_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         build_rpo_dataset(detail, tmp_path / "out", "rpo")
     assert str(err.value) == (
-        f"{detail}: line 1 (record t1): field <record>: Value error, "
-        "turns[0].samples[0].follows[2]: expected null (constraint not triggered)"
+        f"{detail}: line 1 (record t1): field turns[0].samples[0].follows[2]: expected null (constraint not triggered)"
     )

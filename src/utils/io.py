@@ -44,10 +44,13 @@ def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
 
 
 def describe_validation_error(err: ValidationError) -> str:
-    """First error of a pydantic ValidationError as `field a.b[0]: message`."""
+    """First error of a pydantic ValidationError as `field a.b[0]: message`; a check of the whole record
+    names its field in its own message, which is given as it is."""
     first = err.errors()[0]
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
-    return f"field {loc or '<record>'}: {first['msg']}"
+    if not loc:
+        return first["msg"].removeprefix("Value error, ")
+    return f"field {loc}: {first['msg']}"
 
 
 def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -> T:

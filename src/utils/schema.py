@@ -104,14 +104,14 @@ class SessionDetail(_Record):
         n = len(self.profile.constraints)
         if len(self.reversed_constraints) != n:
             raise ValueError(
-                f"reversed_constraints has {len(self.reversed_constraints)} items but profile.constraints has {n}"
+                f"field reversed_constraints: {len(self.reversed_constraints)} items, but profile.constraints has {n}"
             )
         for t, turn in enumerate(self.turns):
             in_play = set(range(n))
             if turn.triggered is not None:
                 if turn.triggered != sorted(set(turn.triggered)) or not in_play.issuperset(turn.triggered):
                     raise ValueError(
-                        f"turns[{t}].triggered must be sorted distinct indices in 0..{n - 1}, got {turn.triggered}"
+                        f"field turns[{t}].triggered: expected sorted distinct indices in 0..{n - 1}, got {turn.triggered}"
                     )
                 in_play = set(turn.triggered)
             for s, sample in enumerate(turn.samples):
@@ -119,12 +119,12 @@ class SessionDetail(_Record):
                     continue
                 if len(sample.follows) != n:
                     raise ValueError(
-                        f"turns[{t}].samples[{s}].follows has {len(sample.follows)} items, expected {n}"
+                        f"field turns[{t}].samples[{s}].follows: {len(sample.follows)} items, expected {n}"
                     )
                 for k, verdict in enumerate(sample.follows):
                     if (verdict is None) == (k in in_play):
                         expected = "true or false" if k in in_play else "null (constraint not triggered)"
-                        raise ValueError(f"turns[{t}].samples[{s}].follows[{k}]: expected {expected}")
+                        raise ValueError(f"field turns[{t}].samples[{s}].follows[{k}]: expected {expected}")
         return self
 
 
