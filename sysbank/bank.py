@@ -49,6 +49,15 @@ class SearchError(InputError):
     each say it in their own terms)."""
 
 
+class FilterError(SearchError):
+    """A filter value that cannot be used: `field` names the filter, `reason` says why."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 _REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
 
 
@@ -103,17 +112,17 @@ class Filters:
 
     def __post_init__(self) -> None:
         if self.language is not None and self.language not in LANGUAGES:
-            raise InputError(f"--language: expected one of {', '.join(LANGUAGES)}, got {self.language!r}")
+            raise FilterError("language", f"expected one of {', '.join(LANGUAGES)}, got {self.language!r}")
         if self.category is not None and self.category not in (*CATEGORIES, OTHER):
-            raise InputError(f"--category: expected one of {', '.join((*CATEGORIES, OTHER))}, got {self.category!r}")
+            raise FilterError("category", f"expected one of {', '.join((*CATEGORIES, OTHER))}, got {self.category!r}")
         for name in ("min_constraints", "max_constraints"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InputError(f"--{name}: expected a whole number >= 0, got {value!r}")
+                raise FilterError(name, f"expected a whole number >= 0, got {value!r}")
         if self.min_constraints is not None and self.max_constraints is not None \
                 and self.max_constraints < self.min_constraints:
-            raise InputError(f"--max_constraints: {self.max_constraints} is below --min_constraints "
-                             f"{self.min_constraints}, so nothing could match")
+            raise FilterError("max_constraints", f"{self.max_constraints} is below the minimum "
+                                                 f"{self.min_constraints}, so nothing could match")
 
 
 def searchable_text(profile: SystemProfile) -> str:

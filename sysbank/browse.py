@@ -23,7 +23,15 @@ from typing import NoReturn
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error
 from rpo.utils.text_table import histogram, table
 
-from sysbank.bank import LANGUAGES, ORDINARY_TIMEOUT_FACTOR, REGEX_TIMEOUT_S, Bank, Filters, SearchError
+from sysbank.bank import (
+    LANGUAGES,
+    ORDINARY_TIMEOUT_FACTOR,
+    REGEX_TIMEOUT_S,
+    Bank,
+    FilterError,
+    Filters,
+    SearchError,
+)
 from sysbank.loader import SAMPLE_PATH, to_jsonl_line
 from sysbank.ontology import CATEGORIES, OTHER
 
@@ -137,13 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _filters(args: argparse.Namespace) -> Filters:
-    return Filters(
-        source=args.source,
-        language=args.language,
-        min_constraints=args.min_constraints,
-        max_constraints=args.max_constraints,
-        category=args.category,
-    )
+    try:
+        return Filters(
+            source=args.source,
+            language=args.language,
+            min_constraints=args.min_constraints,
+            max_constraints=args.max_constraints,
+            category=args.category,
+        )
+    except FilterError as err:
+        raise InputError(f"--{err.field}: {err.reason}") from None
 
 
 def _limit(indices: list[int], limit: int | None) -> list[int]:

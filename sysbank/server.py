@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from rpo.utils.io import InputError
 from starlette.exceptions import HTTPException
 
-from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters, backtracking_shape
+from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, FilterError, Filters, backtracking_shape
 from sysbank.loader import normalised_dict
 from sysbank.ontology import CATEGORIES, OTHER
 
@@ -89,15 +89,23 @@ def detail(bank: Bank, i: int) -> dict[str, Any]:
     }
 
 
+PAGE_NAMES = {"language": "language", "category": "constraint kind", "min_constraints": "min constraints",
+              "max_constraints": "max constraints"}
+"""A filter as the page labels it, for refusals the page shows."""
+
+
 def search_api(bank: Bank, query: Mapping[str, str], regex_timeout_s: float = REGEX_TIMEOUT_S) -> dict[str, Any]:
     """`/api/search?q=&regex=1&source=&language=&category=&min=&max=&offset=&limit=`."""
-    filters = Filters(
-        source=_text_param(query, "source"),
-        language=_text_param(query, "language"),
-        category=_text_param(query, "category"),
-        min_constraints=_int_param(query, "min"),
-        max_constraints=_int_param(query, "max"),
-    )
+    try:
+        filters = Filters(
+            source=_text_param(query, "source"),
+            language=_text_param(query, "language"),
+            category=_text_param(query, "category"),
+            min_constraints=_int_param(query, "min"),
+            max_constraints=_int_param(query, "max"),
+        )
+    except FilterError as err:
+        raise InputError(f"{PAGE_NAMES.get(err.field, err.field)}: {err.reason}") from None
     offset = _int_param(query, "offset") or 0
     limit = _int_param(query, "limit", low=1, high=MAX_PAGE) or 50
     text = query.get("q", "")

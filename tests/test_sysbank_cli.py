@@ -163,7 +163,7 @@ def test_runs_from_any_directory(tmp_path: Path) -> None:
         (["list", "--language", "fr"],
          "sysbank/browse.py list: argument --language/--lang: invalid choice: 'fr' (choose from 'en', 'zh')"),
         (["stats", "--min_constraints", "5", "--max_constraints", "2"],
-         "--max_constraints: 2 is below --min_constraints 5, so nothing could match"),
+         "--max_constraints: 2 is below the minimum 5, so nothing could match"),
         (["export", "-o", "x.jsonl", "--sample", "-2"],
          "sysbank/browse.py export: argument --sample: expected a whole number >= 0, got '-2'"),
         (["export", "-o", "x.jsonl", "--seed", "one"], "sysbank/browse.py export: argument --seed: invalid int value: 'one'"),

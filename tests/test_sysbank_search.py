@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sysbank.bank import ORDINARY_TIMEOUT_FACTOR, Bank, SearchError, backtracking_shape
 from sysbank.loader import SAMPLE_PATH
 

@@ -84,8 +84,8 @@ def test_json_api(server: str) -> None:
         ({"limit": "201"}, "parameter limit: expected a whole number from 1 to 200, got '201'"),
         ({"offset": "-1"}, "parameter offset: expected a whole number >= 0, got '-1'"),
         ({"min": "abc"}, "parameter min: expected a whole number >= 0, got 'abc'"),
-        ({"min": "5", "max": "2"}, "--max_constraints: 2 is below --min_constraints 5, so nothing could match"),
-        ({"language": "fr"}, "--language: expected one of en, zh, got 'fr'"),
+        ({"min": "5", "max": "2"}, "max constraints: 2 is below the minimum 5, so nothing could match"),
+        ({"language": "fr"}, "language: expected one of en, zh, got 'fr'"),
     ],
     ids=["invalid", "nested", "flag", "limit-0", "limit-201", "offset", "min", "empty-range", "language"],
 )
