@@ -21,9 +21,11 @@ $(STAMP): $(SETUP_INPUTS)
 	$(BIN)/python -m rpo.eval.nltk_data
 	touch $@
 
-# Headless Chromium (Debian package) for the SysBank web page tests.
+# Headless Chromium and a CJK font (Debian packages) for the SysBank web page and its tests: without
+# the font, the page's Chinese prompts render as boxes.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 && fc-list :lang=zh 2>/dev/null | grep -q . || { \
+		apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; }
 
 demo: setup
 	$(BIN)/python -m rpo.demo.run $(if $(QUICK),--quick)

@@ -6,13 +6,19 @@ string: a query is then a handful of C-level `str.find` / regex scans instead of
 
 Regular expressions come from users (and from a web page), and a backtracking one such as
 `(\\w|\\w)*#` can take tens of seconds, so they run on the `regex` engine under a deadline and with
-the GIL released: a search that runs out of time is refused with a clear message and never holds
-up other threads.
+the GIL released. Only patterns whose shape can backtrack without end (a repeat inside a repeat,
+alternatives under a repeat, a backreference, syntax Python's parser does not read) get the short
+deadline; an ordinary pattern such as `not exceed (80|120) words` scans in time proportional to the
+text and gets `ORDINARY_TIMEOUT_FACTOR` times as long. A search that runs out of time is refused with
+a message that says which of the two it was.
 """
 
 from __future__ import annotations
 
 import random
+import re
+import re._constants as sre_constants
+import re._parser as sre_parser
 import time
 from bisect import bisect_right
 from collections import Counter
@@ -30,10 +36,68 @@ from sysbank.loader import SAMPLE_PATH, Location, duplicate_id, iter_profiles, p
 from sysbank.ontology import CATEGORIES, OTHER, categorize
 
 LANGUAGES = ("en", "zh")
-# How long one regular-expression search may run; legitimate ones take well under 0.1 s on 32k prompts.
+# How long a regular expression that can backtrack may search; legitimate ones take well under 0.1 s
+# on 32k prompts. Ordinary patterns (no such shape) get ORDINARY_TIMEOUT_FACTOR times as long.
 REGEX_TIMEOUT_S = 2.0
+ORDINARY_TIMEOUT_FACTOR = 10
 # Keeps one record's text apart from the next in the joined search string; no query can contain it.
 _SEP = "\n\x00\n"
+
+
+class SearchError(InputError):
+    """A search that cannot run or did not finish, worded without any flag (the CLI and the web page
+    each say it in their own terms)."""
+
+
+class FilterError(SearchError):
+    """A filter value that cannot be used: `field` names the filter, `reason` says why."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
+
+
+def backtracking_shape(pattern: str) -> str | None:
+    """What in a regular expression can make a search backtrack without end, or None for an ordinary
+    pattern (one that scans in time proportional to the text)."""
+    try:
+        tree = sre_parser.parse(pattern, re.IGNORECASE | re.MULTILINE)
+    except (re.error, RecursionError, OverflowError):
+        return "syntax only the regex engine reads"
+    return _shape(list(tree), in_repeat=False)
+
+
+def _shape(items: list[tuple[Any, Any]], in_repeat: bool) -> str | None:
+    for op, arg in items:
+        found = None
+        if op in _REPEATS:
+            _, high, body = arg
+            repeats = high == sre_constants.MAXREPEAT or high > 1
+            if repeats and in_repeat:
+                return "a repeat inside a repeat"
+            if repeats and any(inner == sre_constants.BRANCH for inner, _ in body):
+                return "alternatives inside a repeat"
+            found = _shape(list(body), in_repeat or repeats)
+        elif op in (sre_constants.GROUPREF, sre_constants.GROUPREF_EXISTS):
+            return "a backreference"
+        elif op == sre_constants.SUBPATTERN:
+            inner = list(arg[-1])
+            if in_repeat and any(kind == sre_constants.BRANCH for kind, _ in inner):
+                return "alternatives inside a repeat"
+            found = _shape(inner, in_repeat)
+        elif op == sre_constants.BRANCH:
+            found = next((shape for branch in arg[1] if (shape := _shape(list(branch), in_repeat))), None)
+        elif op == sre_constants.ATOMIC_GROUP:
+            found = _shape(list(arg), in_repeat)
+        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            found = _shape(list(arg[1]), in_repeat)
+        if found:
+            return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -48,17 +112,17 @@ class Filters:
 
     def __post_init__(self) -> None:
         if self.language is not None and self.language not in LANGUAGES:
-            raise InputError(f"--language: expected one of {', '.join(LANGUAGES)}, got {self.language!r}")
+            raise FilterError("language", f"expected one of {', '.join(LANGUAGES)}, got {self.language!r}")
         if self.category is not None and self.category not in (*CATEGORIES, OTHER):
-            raise InputError(f"--category: expected one of {', '.join((*CATEGORIES, OTHER))}, got {self.category!r}")
+            raise FilterError("category", f"expected one of {', '.join((*CATEGORIES, OTHER))}, got {self.category!r}")
         for name in ("min_constraints", "max_constraints"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InputError(f"--{name}: expected a whole number >= 0, got {value!r}")
+                raise FilterError(name, f"expected a whole number >= 0, got {value!r}")
         if self.min_constraints is not None and self.max_constraints is not None \
                 and self.max_constraints < self.min_constraints:
-            raise InputError(f"--max_constraints: {self.max_constraints} is below --min_constraints "
-                             f"{self.min_constraints}, so nothing could match")
+            raise FilterError("max_constraints", f"{self.max_constraints} is below the minimum "
+                                                 f"{self.min_constraints}, so nothing could match")
 
 
 def searchable_text(profile: SystemProfile) -> str:
@@ -144,7 +208,9 @@ class Bank:
 
         With `regex=True`, `text` is a Python regular expression (also case-insensitive; `^`/`$`
         anchor at line ends, each skill and constraint being one line). A regular expression that
-        is invalid, nested too deeply or still searching after `timeout_s` seconds is an `InputError`.
+        is invalid, nested too deeply or still searching at its deadline (`timeout_s` seconds for a
+        pattern that can backtrack, `ORDINARY_TIMEOUT_FACTOR` times that for an ordinary one) is a
+        `SearchError`.
         """
         if regex:
             hits = self._regex_hits(compile_pattern(text), timeout_s)
@@ -168,7 +234,9 @@ class Bank:
 
     def _regex_hits(self, pattern: regex_engine.Pattern[str], timeout_s: float) -> list[int]:
         hay, starts, hits = self._text, self._starts, []
-        deadline = time.monotonic() + timeout_s
+        shape = backtracking_shape(pattern.pattern)
+        limit_s = timeout_s if shape else timeout_s * ORDINARY_TIMEOUT_FACTOR
+        deadline = time.monotonic() + limit_s
 
         def search(pos: int, endpos: int | None = None) -> regex_engine.Match[str] | None:
             left = deadline - time.monotonic()
@@ -177,8 +245,13 @@ class Bank:
                     raise TimeoutError
                 return pattern.search(hay, pos, endpos, concurrent=True, timeout=left)
             except TimeoutError:
-                raise InputError(f"--regex: search for {_shown(pattern.pattern)} stopped after {timeout_s:g} s; "
-                                 "simplify the pattern (nested repeats backtrack endlessly)") from None
+                shown = _shown(pattern.pattern)
+                if shape:
+                    raise SearchError(f"search for {shown} stopped after {limit_s:g} s: it has {shape}, which can "
+                                      "backtrack without end; simplify the pattern") from None
+                raise SearchError(f"search for {shown} stopped after {limit_s:g} s (processor time, shared with the "
+                                  f"searches running beside it) over {len(hay) / 1e6:.1f} MB of prompt text; make it "
+                                  "more specific or filter first") from None
 
         match = search(0)
         while match is not None:
@@ -231,13 +304,13 @@ class Bank:
 
 
 def compile_pattern(text: str) -> regex_engine.Pattern[str]:
-    """A user's regular expression, case-insensitive and line-anchored, or an `InputError` saying why not."""
+    """A user's regular expression, case-insensitive and line-anchored, or a `SearchError` saying why not."""
     try:
         return regex_engine.compile(text, regex_engine.IGNORECASE | regex_engine.MULTILINE)
     except regex_engine.error as err:
-        raise InputError(f"--regex: invalid regular expression {_shown(text)} ({err})") from None
+        raise SearchError(f"invalid regular expression {_shown(text)} ({err})") from None
     except RecursionError:
-        raise InputError(f"--regex: regular expression {_shown(text)} is nested too deeply") from None
+        raise SearchError(f"regular expression {_shown(text)} is nested too deeply") from None
 
 
 def _shown(text: str, width: int = 60) -> str:

@@ -21,8 +21,17 @@ from pathlib import Path
 from typing import NoReturn
 
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error
+from rpo.utils.text_table import histogram, table
 
-from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters
+from sysbank.bank import (
+    LANGUAGES,
+    ORDINARY_TIMEOUT_FACTOR,
+    REGEX_TIMEOUT_S,
+    Bank,
+    FilterError,
+    Filters,
+    SearchError,
+)
 from sysbank.loader import SAMPLE_PATH, to_jsonl_line
 from sysbank.ontology import CATEGORIES, OTHER
 
@@ -88,7 +97,8 @@ def _add_common(parser: argparse.ArgumentParser, json_flag: bool = True) -> None
 
 def _add_regex_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regex_timeout", "--regex-timeout", type=seconds, default=REGEX_TIMEOUT_S, metavar="SECONDS",
-                        help=f"stop a regular-expression search after this long (default {REGEX_TIMEOUT_S:g})")
+                        help=f"stop a regular-expression search that can backtrack after this long, an ordinary "
+                             f"one after {ORDINARY_TIMEOUT_FACTOR} times as long (default {REGEX_TIMEOUT_S:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,13 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _filters(args: argparse.Namespace) -> Filters:
-    return Filters(
-        source=args.source,
-        language=args.language,
-        min_constraints=args.min_constraints,
-        max_constraints=args.max_constraints,
-        category=args.category,
-    )
+    try:
+        return Filters(
+            source=args.source,
+            language=args.language,
+            min_constraints=args.min_constraints,
+            max_constraints=args.max_constraints,
+            category=args.category,
+        )
+    except FilterError as err:
+        raise InputError(f"--{err.field}: {err.reason}") from None
 
 
 def _limit(indices: list[int], limit: int | None) -> list[int]:
@@ -194,16 +207,13 @@ def print_stats(stats: dict[str, object]) -> None:
             print(f"  {name:<24}{count:>8}")
     hist: dict[str, int] = stats["constraints_per_prompt"]  # type: ignore[assignment]
     print("\nconstraints per prompt:")
-    top = max(hist.values(), default=1)
-    for n, count in hist.items():
-        print(f"  {n:>3} {count:>8}  {'#' * max(1, round(40 * count / top)) if count else ''}")
+    print(histogram(hist))
     cats: dict[str, int] = stats["constraint_categories"]  # type: ignore[assignment]
     prompts: dict[str, int] = stats["prompts_with_category"]  # type: ignore[assignment]
     total = max(1, int(stats["constraints"]))  # type: ignore[call-overload]
     print("\nconstraint kinds (paper's ontology, by keyword; a constraint may have several):")
-    print(f"  {'kind':<12}{'constraints':>12}{'share':>8}{'prompts':>10}")
-    for kind, count in cats.items():
-        print(f"  {kind:<12}{count:>12}{count / total:>8.1%}{prompts[kind]:>10}")
+    rows = [(kind, count, f"{count / total:.1%}", prompts[kind]) for kind, count in cats.items()]
+    print(table(("kind", "constraints", "share", "prompts"), rows))
 
 
 def export(bank: Bank, indices: Sequence[int], output: str | Path) -> int:
@@ -234,6 +244,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
 
 
+def _search(bank: Bank, text: str, regex: bool, filters: Filters, timeout_s: float) -> list[int]:
+    """`Bank.search`, its refusals worded with the flag they concern."""
+    try:
+        return bank.search(text, regex=regex, filters=filters, timeout_s=timeout_s)
+    except SearchError as err:
+        raise InputError(f"--regex: {err}") from None
+
+
 def run(args: argparse.Namespace) -> None:
     """Carry out one parsed subcommand."""
     bank = Bank.load(args.path or [SAMPLE_PATH])
@@ -252,7 +270,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "list":
         print_list(bank, _limit(bank.select(_filters(args)), args.limit), args.json)
     elif args.command == "search":
-        hits = bank.search(args.text, regex=args.regex, filters=_filters(args), timeout_s=args.regex_timeout)
+        hits = _search(bank, args.text, args.regex, _filters(args), args.regex_timeout)
         print_list(bank, _limit(hits, args.limit), args.json)
         if not args.json:
             print(f"{len(hits)} match(es)", file=sys.stderr)
@@ -263,7 +281,7 @@ def run(args: argparse.Namespace) -> None:
         if args.text is None:
             chosen = bank.select(filters)
         else:
-            chosen = bank.search(args.text, args.regex, filters, timeout_s=args.regex_timeout)
+            chosen = _search(bank, args.text, args.regex, filters, args.regex_timeout)
         if args.sample is not None:
             chosen = bank.sample(chosen, args.sample, args.seed)
         n = export(bank, chosen, args.output)

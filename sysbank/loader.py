@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from rpo.utils.io import InputError, describe_validation_error, iter_lines
+from rpo.utils.io import InputError, describe_validation_error, iter_lines, json_line_object, record_label
 from rpo.utils.schema import SystemProfile
 from rpo.utils.text_language import text_language
 
@@ -250,12 +250,6 @@ def expand_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def iter_file(path: Path) -> Iterator[tuple[SystemProfile, Location]]:
-    """Stream normalised profiles from one release file, naming file/line/field on a bad record."""
-    for profile, where, _ in _records(path):
-        yield profile, where
-
-
 def _records(path: Path) -> Iterator[tuple[SystemProfile, Location, str]]:
     """(profile, location, the key its id was read from) for every record of one file.
 
@@ -272,20 +266,11 @@ def _records(path: Path) -> Iterator[tuple[SystemProfile, Location, str]]:
 
 
 def _parse_line(line: str, path: Path, lineno: int) -> tuple[SystemProfile, str]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
-    except RecursionError:
-        raise InputError(f"{path}: line {lineno}: invalid JSON (nested too deeply)") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+    obj = json_line_object(line, path, lineno)
     try:
         return normalise(obj), "gptId" if "gptId" in obj else "id"
     except (ValueError, TypeError) as err:
-        record_id = obj.get("gptId") or obj.get("id")
-        record = f" (record {record_id})" if isinstance(record_id, str | int) and record_id != "" else ""
-        raise InputError(f"{path}: line {lineno}{record}: {err}") from None
+        raise InputError(f"{path}: line {lineno}{record_label(obj)}: {err}") from None
 
 
 def duplicate_id(record_id: str, where: Location, first: Location, field: str = "gptId") -> InputError:

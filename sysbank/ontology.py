@@ -9,7 +9,6 @@ aid, not a classifier: it says roughly which kinds a corpus leans on.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 CATEGORIES = ("content", "format", "style", "role", "logic", "behaviour")
 OTHER = "other"
@@ -92,12 +91,3 @@ def categorize(constraint: str) -> list[str]:
     text = constraint.lower()
     found = [cat for cat in CATEGORIES if _has_keyword(_PATTERNS[cat], text)]
     return found or [OTHER]
-
-
-def category_counts(constraints: Iterable[str]) -> dict[str, int]:
-    """How many constraints carry each kind (a constraint counts once per kind it carries)."""
-    counts = dict.fromkeys((*CATEGORIES, OTHER), 0)
-    for constraint in constraints:
-        for cat in categorize(constraint):
-            counts[cat] += 1
-    return counts

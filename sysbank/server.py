@@ -3,9 +3,10 @@
 FastAPI on uvicorn: a JSON API under /api/ and a static page from `sysbank/web/` with no external
 resources, so it works offline. It binds 127.0.0.1 unless told otherwise. Nothing runs on the event
 loop: the small handlers run in FastAPI's thread pool, and searches in threads of their own, one per
-CPU at a time (more would only slow each one down and run them into their deadline). A
-regular-expression search releases the GIL and is stopped at its deadline, so one slow search
-never holds up the other requests.
+CPU at a time (more would only slow each one down and run them into their deadline). Regular
+expressions that can backtrack without end run one at a time in a lane of their own, so however
+many of them wait for their deadline, plain searches and ordinary patterns are never queued behind
+them; a regular-expression search releases the GIL and is stopped at its deadline.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from rpo.utils.io import InputError
 from starlette.exceptions import HTTPException
 
-from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, Filters
+from sysbank.bank import LANGUAGES, REGEX_TIMEOUT_S, Bank, FilterError, Filters, backtracking_shape
 from sysbank.loader import normalised_dict
 from sysbank.ontology import CATEGORIES, OTHER
 
@@ -88,15 +89,23 @@ def detail(bank: Bank, i: int) -> dict[str, Any]:
     }
 
 
+PAGE_NAMES = {"language": "language", "category": "constraint kind", "min_constraints": "min constraints",
+              "max_constraints": "max constraints"}
+"""A filter as the page labels it, for refusals the page shows."""
+
+
 def search_api(bank: Bank, query: Mapping[str, str], regex_timeout_s: float = REGEX_TIMEOUT_S) -> dict[str, Any]:
     """`/api/search?q=&regex=1&source=&language=&category=&min=&max=&offset=&limit=`."""
-    filters = Filters(
-        source=_text_param(query, "source"),
-        language=_text_param(query, "language"),
-        category=_text_param(query, "category"),
-        min_constraints=_int_param(query, "min"),
-        max_constraints=_int_param(query, "max"),
-    )
+    try:
+        filters = Filters(
+            source=_text_param(query, "source"),
+            language=_text_param(query, "language"),
+            category=_text_param(query, "category"),
+            min_constraints=_int_param(query, "min"),
+            max_constraints=_int_param(query, "max"),
+        )
+    except FilterError as err:
+        raise InputError(f"{PAGE_NAMES.get(err.field, err.field)}: {err.reason}") from None
     offset = _int_param(query, "offset") or 0
     limit = _int_param(query, "limit", low=1, high=MAX_PAGE) or 50
     text = query.get("q", "")
@@ -146,10 +155,14 @@ def create_app(bank: Bank, regex_timeout_s: float = REGEX_TIMEOUT_S) -> FastAPI:
         return _json(bank.stats())
 
     searches = CapacityLimiter(len(os.sched_getaffinity(0)))
+    backtracking_searches = CapacityLimiter(1)
 
     @app.get("/api/search")
     async def search(request: Request) -> JSONResponse:
-        answer = await to_thread.run_sync(search_api, bank, request.query_params, regex_timeout_s, limiter=searches)
+        query = request.query_params
+        risky = _flag_param(query, "regex") and backtracking_shape(query.get("q", "")) is not None
+        lane = backtracking_searches if risky else searches
+        answer = await to_thread.run_sync(search_api, bank, query, regex_timeout_s, limiter=lane)
         return _json(answer)
 
     @app.get("/api/profile")

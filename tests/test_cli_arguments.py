@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rpo.utils.cli import fire_arguments
 
 from tests.stages_fakes import profile_record, session_record, write_config, write_jsonl
 
@@ -163,13 +164,13 @@ def test_empty_constraints_and_repeated_ids_are_refused(files):
     blank_rule["constraints"][1] = "  "
     profiles = write_jsonl(tmp_path / "bad_profiles.jsonl", [profile_record(0), blank_rule])
     assert refusal(SFT, f"--profiles={profiles}", f"--config={config}", cwd=tmp_path) == (
-        f"error: {profiles}: record p1: field constraints[1]: empty constraint"
+        f"error: {profiles}: record p1: field constraints[1]: empty constraint '  '"
     )
     session = session_record(2)
-    session["profile"]["constraints"][0] = ""
+    session["profile"]["constraints"][0] = "1. "  # a list marker without its rule
     sessions = write_jsonl(tmp_path / "bad_sessions.jsonl", [session])
     assert refusal(DPO, f"--config={config}", f"--sessions_path={sessions}", cwd=tmp_path) == (
-        f"error: {sessions}: record s2: field constraints[0]: empty constraint"
+        f"error: {sessions}: record s2: field constraints[0]: empty constraint '1. '"
     )
     twice = write_jsonl(tmp_path / "twice.jsonl", [session_record(0), session_record(1), session_record(0)])
     assert refusal(DPO, f"--config={config}", f"--sessions_path={twice}", cwd=tmp_path) == (
@@ -200,3 +201,33 @@ def test_seed_corpus_with_a_byte_order_mark_is_read_as_jsonl(files):
     )
     [seed] = read_seeds(corpus)
     assert (seed.id, seed.text, seed.source) == ("g1", "a lighthouse keeper", "corpus")
+
+
+def test_help_is_asked_of_fire_after_its_separator() -> None:
+    assert fire_arguments(["--help"]) == ["--", "--help"]
+    assert fire_arguments(["run", "-h", "--data=x"]) == ["run", "--data=x", "--", "--help"]
+    assert fire_arguments(["--no-trigger", "--n=2"]) == ["--notrigger", "--n=2"]
+    assert fire_arguments(["x", "--", "--help"]) == ["x", "--", "--help"]  # already Fire's form
+
+
+def test_help_shows_defaults_whole_and_no_info_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "dsc" / "rpo_data_construction.py"), "--help"],
+                            cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "INFO:" not in result.stderr and result.stderr.startswith("NAME\n")
+    assert "        Default: 'data/rpo_data/demo_detail.jsonl'\n" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_lone_surrogate_in_a_detail_file_to_verify_is_refused_before_any_call(files):
+    tmp_path, config, _, _ = files
+    detail = json.loads((ROOT / "data" / "rpo_data" / "demo_detail.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    detail["turns"][0]["samples"][1]["response"] = "cut \udfff here"
+    path = write_jsonl(tmp_path / "detail.jsonl", [detail])
+    out = tmp_path / "verified.jsonl"
+    line = refusal(REVERSE, f"--input={path}", f"--output={out}", f"--config={config}", "--verify", cwd=tmp_path)
+    assert line == (
+        f"error: {path}: line 1 (record demo_trailhead): field turns[0].samples[1].response: a lone surrogate "
+        "escape (\\ud800-\\udfff without its pair), not valid UTF-8 text"
+    )
+    assert not out.exists()

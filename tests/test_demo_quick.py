@@ -80,6 +80,7 @@ def test_progress_and_the_smoke_test_note_reach_the_terminal(quick_run):
 
 
 def test_quick_mode_writes_only_its_output_folder(quick_run):
-    base, out, _, _ = quick_run
+    base, out, _, proc = quick_run
     assert sorted(p.name for p in base.iterdir()) == ["run"]
     assert (out / "demo_results.png").stat().st_size > 10_000
+    assert proc.stdout.splitlines()[-1] == f"[demo] wrote {out / 'report.json'} and {out / 'demo_results.png'}"

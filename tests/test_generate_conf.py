@@ -17,6 +17,7 @@ from rpo.utils.generate_conf_file import (
     paper_effective_batch,
     per_device_batch_for,
 )
+from rpo.utils.io import InputError
 from rpo.utils.tiny_model import build_tiny_model
 from transformers import AutoTokenizer
 
@@ -57,18 +58,29 @@ def setup(tmp_path_factory):
 
 
 def _expected_cutoff(model: Path, rows: list[dict], cap: int) -> int:
+    """The 38th of 40 lengths: prompt and (longer) chosen answer as the model's chat template lays them out."""
     tokenizer = AutoTokenizer.from_pretrained(str(model))
-    lengths = sorted(
-        len(tokenizer("\n".join([m["value"] for m in r["conversations"]] + [r["chosen"]["value"]])).input_ids) + 16
-        for r in rows
-    )
-    p95 = lengths[math.ceil(0.95 * len(lengths)) - 1]
+    roles = {"system": "system", "human": "user"}
+
+    def length(row: dict) -> int:
+        messages = [{"role": roles[m["from"]], "content": m["value"]} for m in row["conversations"]]
+        text = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": row["chosen"]["value"]}],
+                                             tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    p95 = sorted(map(length, rows))[37]
     return max(256, min(cap, math.ceil(p95 / 256) * 256))
 
 
 def test_rpo_config_content(setup):
     _, model, data, rows = setup
-    config = build_config(str(model), "rpo", method="rpo", gpus=1, gamma=0.05, dataset_dir=str(data))
+    warnings: list[str] = []
+    config = build_config(str(model), "rpo", method="rpo", gpus=1, gamma=0.05, dataset_dir=str(data),
+                          warnings=warnings)
+    assert warnings == [
+        ("effective batch 512 exceeds the 36 training examples of rpo (after the 10% validation split): each epoch "
+         "is one optimisation step on all of them; lower --effective_batch for more steps")
+    ]
     assert config["template"] == "chatml"
     assert config["stage"] == "dpo" and config["rpo_gamma"] == 0.05 and config["pref_beta"] == 0.1
     assert config["cutoff_len"] == _expected_cutoff(model, rows, 8192)
@@ -121,6 +133,7 @@ def test_generated_config_trains(setup):
     )
     assert proc.returncode == 0, proc.stderr
     assert f"llamafactory-cli train {output}" in proc.stdout
+    assert proc.stderr.startswith("warning: effective batch 512 exceeds the 36 training examples of rpo")
     config = yaml.safe_load(output.read_text())
     assert config["rpo_gamma"] == 0.05
     overrides = [
@@ -233,3 +246,44 @@ def test_unwritable_output_folder_is_refused(setup, tmp_path):
     proc = _cli("--model_path", str(model), "--dataset=rpo", "--dataset_dir", str(data), f"--output_dir={folder}",
                 cwd=tmp_path)
     _one_line_refusal(proc, message)
+
+
+@pytest.mark.parametrize(
+    ("rows", "entry", "message"),
+    [
+        ('[{"conversations": "hi"}]', {"file_name": "bad.json", "formatting": "sharegpt"},
+         "{data}/bad.json: record 0: field conversations: expected a list of messages, got str"),
+        ('[["a"]]', {"file_name": "bad.json"}, "{data}/bad.json: record 0: expected a JSON object, got list"),
+        ('[{"conversations": [{"from": "human", "value": null}]}]', {"file_name": "bad.json", "formatting": "sharegpt"},
+         "{data}/bad.json: record 0: field conversations[0].value: expected text, got nothing"),
+        ('[{"instruction": "q", "output": 3}]', {"file_name": "bad.json"},  # alpaca, LLaMA-Factory's default
+         "{data}/bad.json: record 0: field output: expected text, got int"),
+        ('{"a": 1}', {"file_name": "bad.json", "formatting": "sharegpt"},  # one JSON line
+         "{data}/bad.json: record 0: field conversations: expected a list of messages, got nothing"),
+        ("[]", {"formatting": "sharegpt"},
+         "{data}/dataset_info.json: dataset 'bad': field file_name: expected the dataset's file name"),
+    ],
+)
+def test_datasets_of_the_wrong_shape_are_refused(setup, tmp_path, rows, entry, message):
+    _, model, _, _ = setup
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "bad.json").write_text(rows)
+    (data / "dataset_info.json").write_text(json.dumps({"bad": entry}))
+    with pytest.raises(InputError) as err:
+        build_config(str(model), "bad", dataset_dir=str(data))
+    assert str(err.value) == message.format(data=data)
+
+
+def test_non_utf8_files_are_refused_in_one_line(setup, tmp_path):
+    _, model, data, _ = setup
+    latin = tmp_path / "data"
+    latin.mkdir()
+    (latin / "dataset_info.json").write_bytes(b'{"caf\xe9": {"file_name": "x.json"}}')
+    proc = _cli("--model_path", str(model), "--dataset=x", "--dataset_dir", str(latin), cwd=tmp_path)
+    _one_line_refusal(proc, f"{latin / 'dataset_info.json'}: line 1: not valid UTF-8 (byte 6)")
+    odd = tmp_path / "model"
+    odd.mkdir()
+    (odd / "config.json").write_bytes(b'{"model_type": "\xff"}')
+    with pytest.raises(InputError, match=r"config.json: line 1: not valid UTF-8 \(byte 17\)$"):
+        build_config(str(odd), "rpo", dataset_dir=str(data), per_device_batch=2)

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 from pydantic import BaseModel
-from rpo.utils.io import InputError, JsonArrayWriter, JsonlAppender, read_jsonl
+from rpo.utils.io import InputError, JsonArrayWriter, JsonlAppender, read_json, read_jsonl, read_text
 
 
 class Item(BaseModel):
@@ -53,6 +53,35 @@ def test_bad_bytes_name_their_line(tmp_path):
     with pytest.raises(InputError) as err:
         _read(path)
     assert str(err.value) == f"{path}: line 2: not valid UTF-8 (byte 12)"
+
+
+def test_a_lone_surrogate_is_named_by_line_record_and_field(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"id": "ok \\ud83d\\ude00"}\n{"id": "x", "notes": [{"t": "half \\uDC00"}]}\n')
+    with pytest.raises(InputError) as err:
+        _read(path)
+    assert str(err.value) == (
+        f"{path}: line 2 (record x): field notes[0].t: a lone surrogate escape (\\ud800-\\udfff without its "
+        "pair), not valid UTF-8 text"
+    )
+    path.write_text('{"id": "ok \\ud83d\\ude00"}\n')  # a pair is one character
+    assert _read(path)[0].id == "ok \U0001f600"
+
+
+def test_whole_file_readers_name_line_and_byte(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_bytes(b'{\n  "a": "caf\xe9"\n}\n')
+    with pytest.raises(InputError) as err:
+        read_json(path)
+    assert str(err.value) == f"{path}: line 2: not valid UTF-8 (byte 12)"
+    path.write_text('{\n  "a": \n}')
+    with pytest.raises(InputError) as err:
+        read_json(path)
+    assert str(err.value) == f"{path}: line 3: invalid JSON (Expecting value at column 1)"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}')
+    assert read_json(path) == {"a": 1} and read_text(path) == '{"a": 1}'
+    with pytest.raises(InputError, match="missing.json: file not found"):
+        read_text(tmp_path / "missing.json")
 
 
 def test_corrupt_gzip_and_missing_files_are_one_line(tmp_path):

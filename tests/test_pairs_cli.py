@@ -75,7 +75,9 @@ def test_skip_mode_and_custom_names(repo_copy: Path) -> None:
     )
     proc = run(RPO_CLI, *args, cwd=repo_copy)
     assert proc.returncode == 0, proc.stderr
-    assert "0 left out of emitted prompts" in proc.stdout and "pairs skipped" in proc.stdout
+    assert "non-reversible constraints: 23 pairs whose chosen fails one: 0 emitted with it left out of the prompt, 23 skipped, 0 not emitted (margin 0 without it)" in proc.stdout
+    drop = run(RPO_CLI, f"--detail_path={DEMO}", f"--output_dir={out_dir}", "--dataset_name=rpo_drop", cwd=repo_copy)
+    assert "non-reversible constraints: 23 pairs whose chosen fails one: 19 emitted with it left out of the prompt, 0 skipped, 4 not emitted (margin 0 without it)" in drop.stdout
     assert json.loads((out_dir / "dataset_info.json").read_text())["rpo_skip"]["file_name"] == "rpo_skip.json"
 
 
@@ -159,8 +161,10 @@ def test_data_stats_cli_with_tokenizer_percentiles(repo_copy: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     assert "records, length in tokens:" in line and "margin histogram" not in proc.stdout
-    values = [int(part.split()[1]) for part in line.rsplit(": ", 1)[1].split(", ")]
+    head, cutoff = line.rsplit("; cutoff_len ", 1)
+    values = [int(part.split()[1]) for part in head.rsplit(": ", 1)[1].split(", ")]
     assert values == sorted(values) and values[0] > 50
+    assert int(cutoff) == max(256, -(-values[2] // 256) * 256)  # p95 rounded up, as generate_conf_file.py does
 
 
 def test_gap_buckets_in_one_command(repo_copy: Path) -> None:
@@ -189,3 +193,24 @@ def test_the_old_workers_flag_is_accepted_and_changes_nothing(repo_copy: Path) -
     assert flagged.stderr == (
         "note: --workers is no longer needed (pair construction runs in one process); ignored\n"
     )
+
+
+def test_data_stages_with_their_default_paths_change_no_tracked_file(tmp_path: Path) -> None:
+    """A checkout with the repository's ignore rules and bundled data: the stages' default outputs
+    (datasets, their dataset_info.json, lock and temp files) leave `git status` clean."""
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    (tmp_path / "data" / "rpo_data").mkdir(parents=True)
+    shutil.copy(DEMO, tmp_path / "data" / "rpo_data" / DEMO.name)
+    git = ("git", "-c", "user.name=test", "-c", "user.email=test@localhost")
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "bundled data"], cwd=tmp_path, check=True)
+    tracked = subprocess.run([*git, "ls-files"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    assert tracked.split() == [".gitignore", "data/rpo_data/demo_detail.jsonl"]  # the bundled file stays tracked
+    for cli in (RPO_CLI, KTO_CLI):
+        proc = run(cli, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "data" / "rpo.json").is_file() and (tmp_path / "data" / "dataset_info.json").is_file()
+    status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=all", "--ignored=no"], cwd=tmp_path,
+                            check=True, capture_output=True, text=True).stdout
+    assert status == ""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 from rpo.utils.io import InputError, read_jsonl
 from rpo.utils.pairs.build import build_dpo_dataset, build_kto_dataset, build_rpo_dataset
 from rpo.utils.pairs.records import dpo_records, kto_records, rpo_records
-from rpo.utils.pairs.stats import DpoCounts, KtoCounts, RpoCounts
+from rpo.utils.pairs.counts import DpoCounts, KtoCounts, RpoCounts
 from rpo.utils.prompts.language import detect_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import ProfileCore, SessionDetail
@@ -97,7 +98,8 @@ def test_rpo_pairs_hand_computed_drop() -> None:
     assert counters.unjudged == 1 and counters.duplicates == 1
     assert counters.pairs == 7
     assert counters.margin_hist == {1: 4, 2: 2, 3: 1}
-    assert counters.dropped_constraints == 2 and counters.zero_margin == 1 and counters.skipped_pairs == 0
+    assert counters.left_out_pairs == 2 and counters.zero_margin == 1 and counters.skipped_pairs == 0
+    assert counters.non_reversible_pairs == 3  # the same pairs skip mode skips
 
 
 def test_rpo_pairs_skip_drops_pairs_whose_chosen_fails_a_non_reversible_constraint() -> None:
@@ -110,7 +112,8 @@ def test_rpo_pairs_skip_drops_pairs_whose_chosen_fails_a_non_reversible_constrai
         (1, "E", "B", 3),
         (2, "G", "F", 1),
     ]
-    assert counters.skipped_pairs == 3 and counters.zero_margin == 0 and counters.dropped_constraints == 0
+    assert counters.skipped_pairs == 3 and counters.zero_margin == 0 and counters.left_out_pairs == 0
+    assert counters.non_reversible_pairs == 3
 
 
 def test_rpo_margin_equals_difference_count_when_everything_is_reversible() -> None:
@@ -210,14 +213,14 @@ def write_detail(path: Path, sessions: list[dict]) -> Path:
 
 
 def json_array(records: list[dict]) -> bytes:
-    """What the builders write: one record a line, as `json.dumps` lays it out."""
+    """What the builders write: one record a line, as `orjson.dumps` lays it out."""
     if not records:
         return b"[]\n"
-    return ("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n").encode()
+    return b"[\n" + b",\n".join(orjson.dumps(r) for r in records) + b"\n]\n"
 
 
 @pytest.mark.parametrize("zh", [False, True])
-def test_builders_write_the_records_as_json_dumps_lays_them_out(tmp_path: Path, zh: bool) -> None:
+def test_builders_write_the_records_as_orjson_lays_them_out(tmp_path: Path, zh: bool) -> None:
     data = session_dict()
     if zh:
         data["profile"] = {
@@ -251,8 +254,8 @@ def test_builders_write_the_records_as_json_dumps_lays_them_out(tmp_path: Path, 
     [
         # a constraint that ends (or starts) the prompt with whitespace: the rendered prompt is stripped
         {"name": "N", "description": "D", "skills": ["k"], "constraints": ["a ", " b\n", "c\t"]},
-        # empty description and skill, an empty constraint, text that looks like the placeholders
-        {"name": "N\x00c0\x00", "description": "", "skills": ["", "s"], "constraints": ["", "x", "y"]},
+        # empty description and skill, a one-character constraint, text that looks like the placeholders
+        {"name": "N\x00c0\x00", "description": "", "skills": ["", "s"], "constraints": ["z", "x", "y"]},
         # no constraints left in some prompts, a name with leading whitespace
         {"name": " N", "skills": [], "constraints": ["p", "q", "r"]},
     ],
@@ -280,7 +283,7 @@ def test_margins_are_integers_in_the_file(tmp_path: Path) -> None:
     detail = write_detail(tmp_path / "d.jsonl", [session_dict()])
     build_rpo_dataset(detail, tmp_path, "rpo")
     text = (tmp_path / "rpo.json").read_text()
-    assert '"margin": 2,' in text and '"margin": 2.0' not in text
+    assert '"margin":2,' in text and '"margin":2.0' not in text
 
 
 def test_bad_record_names_file_line_and_field_and_leaves_no_partial_output(tmp_path: Path) -> None:
@@ -292,5 +295,3 @@ def test_bad_record_names_file_line_and_field_and_leaves_no_partial_output(tmp_p
     ):
         build_rpo_dataset(detail, tmp_path / "out", "rpo")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
-    with pytest.raises(InputError, match="--non_reversible"):
-        build_rpo_dataset(detail, tmp_path / "out", "rpo", non_reversible="keep")

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from rpo.utils.io import InputError
+from rpo.utils.pairs.build import build_dpo_dataset, build_kto_dataset, build_rpo_dataset
+from rpo.utils.schema import blank_constraint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "rpo_data" / "demo_detail.jsonl"
@@ -100,7 +103,8 @@ def test_a_lone_surrogate_is_named_with_its_record(tmp_path: Path) -> None:
     detail = tmp_path / "d.jsonl"
     detail.write_text(json.dumps(session) + "\n", encoding="utf-8")
     assert refused(tmp_path, "rpo_data_construction", f"--detail_path={detail}") == (
-        f"error: {detail}: record demo_trailhead: a text holds a lone surrogate escape, not valid UTF-8"
+        f"error: {detail}: line 1 (record demo_trailhead): field turns[0].samples[0].response: a lone surrogate "
+        "escape (\\ud800-\\udfff without its pair), not valid UTF-8 text"
     )
 
 
@@ -115,3 +119,47 @@ def test_a_build_without_records_says_so_and_exits_1(tmp_path: Path, cli: str, w
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1 and proc.stderr.splitlines() == [f"error: nothing built ({what} records: 0)"]
     assert "records" in proc.stdout  # the summary still says what was read
+
+
+@pytest.mark.parametrize(
+    "field,value,wording",
+    [
+        ("constraints", "", "profile.constraints[1]: empty constraint ''"),
+        ("constraints", "  \t", "profile.constraints[1]: empty constraint '  \\t'"),
+        ("constraints", "1. ", "profile.constraints[1]: empty constraint '1. '"),
+        ("constraints", "(2)", "profile.constraints[1]: empty constraint '(2)'"),
+        ("constraints", "三、", "profile.constraints[1]: empty constraint '三、'"),
+        ("reversed", " - ", "reversed_constraints[1]: empty reversal ' - ' (null marks a constraint without one)"),
+    ],
+)
+def test_a_constraint_that_states_nothing_is_refused_by_every_builder(
+    tmp_path: Path, field: str, value: str, wording: str
+) -> None:
+    session = json.loads(DEMO.read_text(encoding="utf-8").splitlines()[0])
+    if field == "constraints":
+        session["profile"]["constraints"][1] = value
+    else:
+        session["reversed_constraints"][1] = value
+    detail = tmp_path / "d.jsonl"
+    detail.write_text(json.dumps(session, ensure_ascii=False) + "\n", encoding="utf-8")
+    expected = f"{detail}: record demo_trailhead: field {wording}"
+    for build in (build_rpo_dataset, build_dpo_dataset, build_kto_dataset):
+        with pytest.raises(InputError) as err:
+            build(detail, tmp_path / "out")
+        assert str(err.value) == expected
+    assert list((tmp_path / "out").iterdir()) == []  # no dataset, no registration, no temp file
+
+
+def test_a_bare_list_marker_is_refused_by_the_cli_in_one_line(tmp_path: Path) -> None:
+    session = json.loads(DEMO.read_text(encoding="utf-8").splitlines()[0])
+    session["profile"]["constraints"][0] = "1. "
+    detail = tmp_path / "d.jsonl"
+    detail.write_text(json.dumps(session) + "\n", encoding="utf-8")
+    assert refused(tmp_path, "rpo_data_construction", f"--detail_path={detail}") == (
+        f"error: {detail}: record demo_trailhead: field profile.constraints[0]: empty constraint '1. '"
+    )
+
+
+def test_short_rules_that_say_something_are_kept() -> None:
+    assert not any(blank_constraint(text) for text in ("A", "No emoji", "用中文", "1. Be brief", "- cite"))
+    assert blank_constraint("1)") and blank_constraint("12") and blank_constraint("a.") and blank_constraint("•") and blank_constraint(" ")

@@ -29,17 +29,17 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 @pytest.mark.parametrize(
     "flags,written,line",
     [
-        ({"min_margin": 2}, 113, "selection: --min_margin=2 removed 39"),
-        ({"max_margin": 3}, 129, "selection: --max_margin=3 removed 23"),
+        ({"min_margin": 2}, 113, "selection: min_margin=2 removed 39"),
+        ({"max_margin": 3}, 129, "selection: max_margin=3 removed 23"),
         (
             {"min_margin": 2, "max_margin": 3},
             90,
-            "selection: --min_margin=2 removed 39; --max_margin=3 removed 23",
+            "selection: min_margin=2 removed 39; max_margin=3 removed 23",
         ),
         (
             {"min_margin": 3, "max_margin": 3},
             38,
-            "selection: --min_margin=3 removed 91; --max_margin=3 removed 23",
+            "selection: min_margin=3 removed 91; max_margin=3 removed 23",
         ),
     ],
 )
@@ -62,7 +62,7 @@ def test_max_pairs_is_a_reproducible_sample_in_input_order(tmp_path: Path, full:
     assert records(tmp_path / "c" / "rpo.json") != sample and other.pairs == 50
     positions = [full.index(r) for r in sample]
     assert positions == sorted(set(positions))  # a subset of the full dataset, in its order
-    assert counts.selection == again.selection == "selection: --max_pairs=50 (seed 3) removed 102"
+    assert counts.selection == again.selection == "selection: max_pairs=50 (seed 3) removed 102"
     assert counts.margin_hist == Counter(r["margin"] for r in sample)
     # the construction counts are those of the whole input, whatever was selected
     assert (counts.sessions, counts.turns, counts.zero_margin) == (10, 19, 4)
@@ -71,18 +71,18 @@ def test_max_pairs_is_a_reproducible_sample_in_input_order(tmp_path: Path, full:
 def test_max_pairs_after_the_margin_range_and_above_the_candidates(tmp_path: Path) -> None:
     counts = build_rpo_dataset(DEMO, tmp_path, "rpo", min_margin=4, max_pairs=10)
     assert counts.pairs == 10 and {r["margin"] for r in records(tmp_path / "rpo.json")} <= {4, 5}
-    assert counts.selection == "selection: --min_margin=4 removed 129; --max_pairs=10 (seed 0) removed 13"
+    assert counts.selection == "selection: min_margin=4 removed 129; max_pairs=10 (seed 0) removed 13"
     counts = build_rpo_dataset(DEMO, tmp_path, "rpo", max_margin=1, max_pairs=1000)
     assert counts.pairs == 39
-    assert counts.selection == "selection: --max_margin=1 removed 113; --max_pairs=1000 (seed 0) removed 0"
+    assert counts.selection == "selection: max_margin=1 removed 113; max_pairs=1000 (seed 0) removed 0"
 
 
 def test_dpo_selection_uses_the_score_gap(tmp_path: Path) -> None:
     counts = build_dpo_dataset(DEMO, tmp_path, "dpo", min_margin=2)
-    assert counts.pairs == 34 and counts.selection == "selection: --min_margin=2 removed 27"
+    assert counts.pairs == 34 and counts.selection == "selection: min_margin=2 removed 27"
     counts = build_dpo_dataset(DEMO, tmp_path, "dpo", max_margin=1, max_pairs=5, seed=1)
     assert counts.pairs == len(records(tmp_path / "dpo.json")) == 5
-    assert counts.selection == "selection: --max_margin=1 removed 34; --max_pairs=5 (seed 1) removed 22"
+    assert counts.selection == "selection: max_margin=1 removed 34; max_pairs=5 (seed 1) removed 22"
     assert len(build_dpo_dataset(DEMO, tmp_path, "dpo").summary().splitlines()) == 2  # no selection line
 
 
@@ -127,5 +127,5 @@ def test_gap_buckets_refuse_an_empty_bucket(tmp_path: Path) -> None:
     one.write_text(json.dumps(session) + "\n", encoding="utf-8")
     with pytest.raises(InputError) as err:
         build_rpo_gap_buckets(one, tmp_path / "out", "rpo")
-    assert str(err.value).startswith(f"--gap_buckets: {one} gives no pairs for rpo_gap_")
+    assert str(err.value).startswith(f"{one} gives no pairs for rpo_gap_")
     assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""Table 4 rates (direct vs reversed pairing, < 5 / >= 5 constraints), histograms, length percentiles."""
+"""Table 4 rates (direct vs reversed pairing, < 5 / >= 5 constraints) and histograms."""
 
 from __future__ import annotations
 
@@ -6,15 +6,9 @@ import json
 from pathlib import Path
 
 from rpo.utils.pairs.build import build_rpo_dataset
+from rpo.utils.pairs.efficiency import direct_flags, reversed_pair_flags
 from rpo.utils.pairs.records import detail_stats
-from rpo.utils.pairs.stats import (
-    direct_flags,
-    format_histogram,
-    iter_dataset,
-    length_percentiles,
-    percentiles,
-    reversed_pair_flags,
-)
+from rpo.utils.text_table import histogram, table
 
 
 def test_direct_flags_by_hand() -> None:
@@ -73,8 +67,8 @@ def test_table4_rates_split_by_constraint_count(tmp_path: Path) -> None:
         "reverse": {"valid": 1.0, "dominated": 1.0, "perfect": 1.0},
     }
     table = eff.table()
-    assert table.splitlines()[1].split()[:6] == ["direct", "0.75", "0.50", "0.25", "0.50", "0.00"]
-    assert table.splitlines()[2].split()[:6] == ["reverse", "1.00", "1.00", "1.00", "1.00", "1.00"]
+    assert table.splitlines()[2].split()[:6] == ["direct", "0.75", "0.50", "0.25", "0.50", "0.00"]
+    assert table.splitlines()[3].split()[:6] == ["reverse", "1.00", "1.00", "1.00", "1.00", "1.00"]
     # the detail-only statistics agree with what the builder counts
     built = build_rpo_dataset(path, tmp_path / "out", "rpo")
     assert built.efficiency.as_dict() == eff.as_dict() and built.margin_hist == counters.margin_hist
@@ -93,26 +87,12 @@ def test_reverse_rates_fall_below_one_when_pairs_are_skipped(tmp_path: Path) -> 
     }
     drop = detail_stats(path, "drop")
     assert drop.efficiency.as_dict()["reverse"] == {"valid": 1.0, "dominated": 1.0, "perfect": 1.0}
-    assert drop.margin_hist == {1: 2} and drop.dropped_constraints == 2
+    assert drop.margin_hist == {1: 2} and drop.left_out_pairs == 2 == drop.non_reversible_pairs
 
 
-def test_histogram_and_percentiles() -> None:
-    assert format_histogram({}) == "  (empty)"
-    lines = format_histogram({2: 10, 1: 5}, width=10).splitlines()
-    assert lines[0].split() == ["1", "5", "#####"] and lines[1].split() == ["2", "10", "##########"]
-    assert percentiles(list(range(1, 101)), (50, 90, 100)) == {"p50": 50, "p90": 90, "p100": 100}
-    assert percentiles([7], (50,)) == {"p50": 7}
-
-
-def test_iter_dataset_streams_line_layout_and_loads_other_layouts(tmp_path: Path) -> None:
-    records = [
-        {"conversations": [{"from": "human", "value": "hi"}], "chosen": {"from": "gpt", "value": "yo"}}
-    ] * 3
-    pretty = tmp_path / "pretty.json"
-    pretty.write_text(json.dumps(records, indent=2))
-    assert list(iter_dataset(pretty)) == records
-    compact = tmp_path / "compact.json"
-    compact.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n")
-    assert list(iter_dataset(compact)) == records
-    stats = length_percentiles(compact, points=(50, 100))
-    assert stats == {"unit": "chars", "records": 3, "p50": 4, "p100": 4}
+def test_histogram() -> None:
+    assert histogram({}) == "  (empty)"
+    assert histogram({1: 5, 2: 10, 3: 0}, width=10) == (
+        "    1         5  #####\n    2        10  ##########\n    3         0"
+    )
+    assert table(("kind", "n"), [("a", 10), ("bb", 2)]) == "kind   n\n----  --\na     10\nbb     2"

@@ -15,7 +15,7 @@ from rpo.utils.io import InputError
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
 from rpo.utils.pairs.records import dpo_records, kto_records, rpo_records
-from rpo.utils.pairs.stats import DpoCounts, KtoCounts, RpoCounts
+from rpo.utils.pairs.counts import DpoCounts, KtoCounts, RpoCounts
 from rpo.utils.prompts.language import pick_lang
 from rpo.utils.roles.conversation import LLMResponder
 from rpo.utils.roles.protocols import Reply

@@ -31,7 +31,8 @@ from rpo.demo.pipeline import (
 )
 from rpo.demo.training import train
 from rpo.eval.metrics import Session
-from rpo.utils.io import JsonArrayWriter, update_dataset_info, write_json
+from rpo.utils.dataset_registry import register_dataset
+from rpo.utils.io import JsonArrayWriter, write_json
 from rpo.utils.pairs.build import (
     build_dpo_dataset,
     build_kto_dataset,
@@ -132,7 +133,7 @@ def best_sample_sft(detail: Path, data_dir: Path, name: str) -> int:
                     out.write({"conversations": [*conversation, query, {"from": "gpt", "value": best.response}]})
                 conversation += [query, {"from": "gpt", "value": turn.reference_response}]
         count = out.count
-    update_dataset_info(data_dir, name, {"file_name": f"{name}.json", "formatting": "sharegpt"})
+    register_dataset(data_dir, name, "sft")
     return count
 
 

@@ -18,7 +18,8 @@ from rpo.demo.constraints import parse
 from rpo.demo.rules import OracleResponder, RuleJudge, RuleReverser, RuleTriggerSelector, WorldUserSimulator
 from rpo.demo.training import train
 from rpo.demo.world import ResponseWriter, make_profile, make_query
-from rpo.utils.io import JsonArrayWriter, update_dataset_info, write_json
+from rpo.utils.dataset_registry import register_dataset
+from rpo.utils.io import JsonArrayWriter, write_json
 from rpo.utils.prompts.system_prompt import render_system_prompt
 from rpo.utils.schema import ProfileCore, SelfPlaySession
 from rpo.utils.stages.sampling import sample_sessions
@@ -90,7 +91,7 @@ def sft_dataset(profiles: list[ProfileCore], seed: int, budget: Budget, data_dir
                     {"from": "gpt", "value": writer.write(constraints, query, target)},
                 ]
             out.write({"conversations": conversation})
-    update_dataset_info(data_dir, "demo_sft", {"file_name": "demo_sft.json", "formatting": "sharegpt"})
+    register_dataset(data_dir, "demo_sft", "sft")
 
 
 def world_texts(profiles: list[ProfileCore], seed: int) -> list[str]:

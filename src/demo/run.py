@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-import fire
 from rpo.demo.evaluation import HISTORIES, evaluate
 from rpo.demo.pipeline import (
     EVAL_STREAM,
@@ -35,13 +34,13 @@ from rpo.demo.pipeline import (
 )
 from rpo.demo.training import train
 from rpo.eval.metrics import Session, bootstrap_ci95, score
+from rpo.utils import cli
 from rpo.utils.io import write_json
 from rpo.utils.pairs.build import build_dpo_dataset, build_rpo_dataset
 from tqdm import tqdm
 
 __all__ = ["EVAL_STREAM", "QUICK", "QUICK_NOTE", "main", "self_play_sessions", "world_profiles"]
 
-FIGURE = Path("img/demo_results.png")
 METHODS = ("base", "dpo", "rpo")
 METRIC_NAMES = ("CSR", "ISR", "SSR")
 QUICK_NOTE = ("QUICK mode is a smoke test: toy sizes and a few training steps, so these numbers mean "
@@ -182,8 +181,8 @@ def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = 
          figure_path: str | None = None, split: str = "eval", keep: bool = False, **overrides) -> None:
     """Run the demo; `--split dev` scores the development profiles (for calibration) instead of eval.
 
-    The figure goes to `img/demo_results.png`, the README's figure, after a full run, and next to
-    the report after a QUICK run, whose toy numbers must not replace it.
+    The report and the figure go to `output_dir` (ignored by git): a run changes no tracked file. The
+    README's figure, `img/demo_results.png`, is a full run's figure copied there deliberately.
 
     Any `Budget` field can be overridden (`--pref_lr 1e-3`); it applies to DPO and RPO alike, except
     `--rpo_gamma` (a γ sweep is one run per value).
@@ -197,7 +196,7 @@ def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = 
         raise SystemExit(f"unknown budget options: {', '.join(sorted(unknown))}")
     budget = replace(QUICK if quick else FULL, **overrides)
     output = Path(output_dir).resolve()
-    figure_file = Path(figure_path) if figure_path else output / "demo_results.png" if quick else FIGURE
+    figure_file = Path(figure_path) if figure_path else output / "demo_results.png"
     timings: dict[str, float] = {}
     results = {seed: run_seed(seed, budget, output / f"seed{seed}", split, timings) for seed in seed_list}
     report = aggregate(results, seed_list)
@@ -218,7 +217,8 @@ def main(quick: bool = False, seeds: str | int | tuple = "0", output_dir: str = 
         for seed in seed_list:
             shutil.rmtree(output / f"seed{seed}" / "models", ignore_errors=True)
     print(table(report))
+    print(f"[demo] wrote {output / 'report.json'} and {figure_file}", flush=True)
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

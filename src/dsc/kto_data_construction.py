@@ -25,7 +25,7 @@ def main(
 ) -> None:
     """Build and register the KTO dataset, then print its summary."""
     warn_workers_ignored(workers)
-    counts = build_kto_dataset(detail_path, output_dir, dataset_name)
+    counts = build_kto_dataset(detail_path, output_dir, cli.name("dataset_name", dataset_name))
     print(counts.summary())
     cli.conclude("KTO records", counts.pairs)
 

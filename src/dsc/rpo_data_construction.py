@@ -18,7 +18,7 @@ from __future__ import annotations
 from rpo.utils import cli
 from rpo.utils.cli import warn_workers_ignored
 from rpo.utils.io import InputError, exit_on_input_error
-from rpo.utils.pairs.build import build_rpo_dataset, build_rpo_gap_buckets
+from rpo.utils.pairs.build import EmptyGapBucket, build_rpo_dataset, build_rpo_gap_buckets
 
 
 @exit_on_input_error
@@ -37,28 +37,28 @@ def main(
 ) -> None:
     """Build and register the RPO dataset (or the three gap buckets), then print the summary."""
     warn_workers_ignored(workers)
+    dataset_name = cli.name("dataset_name", dataset_name)
+    mode = cli.choice("non_reversible", non_reversible, ("drop", "skip"))
+    which = cli.choice("prompt_constraints", prompt_constraints, ("triggered", "all"))
+    low = None if min_margin is None else cli.integer("min_margin", min_margin, minimum=0)
+    high = None if max_margin is None else cli.integer("max_margin", max_margin, minimum=0)
+    if low is not None and high is not None and low > high:
+        raise InputError(f"--min_margin: {low} is above --max_margin={high}")
+    max_pairs = None if max_pairs is None else cli.integer("max_pairs", max_pairs, minimum=1)
+    seed = cli.integer("seed", seed, minimum=0)
     if gap_buckets is not False:
         if gap_buckets is not True:
             raise InputError(f"--gap_buckets: a switch, got {gap_buckets!r}")
-        if min_margin is not None or max_margin is not None:
+        if low is not None or high is not None:
             raise InputError(
                 "--gap_buckets: sets the margins itself; leave out --min_margin and --max_margin"
             )
-        counts = build_rpo_gap_buckets(
-            detail_path, output_dir, dataset_name, non_reversible, prompt_constraints, max_pairs, seed
-        )
+        try:
+            counts = build_rpo_gap_buckets(detail_path, output_dir, dataset_name, mode, which, max_pairs, seed)
+        except EmptyGapBucket as err:
+            raise InputError(f"--gap_buckets: {err}") from None
     else:
-        counts = build_rpo_dataset(
-            detail_path,
-            output_dir,
-            dataset_name,
-            non_reversible,
-            prompt_constraints,
-            min_margin,
-            max_margin,
-            max_pairs,
-            seed,
-        )
+        counts = build_rpo_dataset(detail_path, output_dir, dataset_name, mode, which, low, high, max_pairs, seed)
     print(counts.summary())
     cli.conclude("RPO records", counts.pairs)
 

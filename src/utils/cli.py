@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import fire
+import fire.helptext
 from rpo.utils.io import InputError
+from rpo.utils.schema import first_blank_constraint
 
 T = TypeVar("T")
 C = TypeVar("C", bound=str)
@@ -111,14 +113,14 @@ def _writable_dir(flag: str, path: Path) -> None:
 
 
 def refuse_blank_constraints(records: Iterable[T], path: str | Path) -> Iterator[T]:
-    """Pass records through, refusing one whose profile holds an empty constraint (it would be
-    judged, reversed and restated as nothing)."""
+    """Pass records through, refusing one whose profile holds a constraint that states nothing
+    (blank or a bare `1. `: it would be judged, reversed and restated as nothing)."""
     for record in records:
         profile = getattr(record, "profile", record)
-        for k, constraint in enumerate(profile.constraints):
-            if not constraint.strip():
-                record_id = getattr(record, "session_id", None) or getattr(record, "id", None)
-                raise InputError(f"{path}: record {record_id}: field constraints[{k}]: empty constraint")
+        blank = first_blank_constraint(profile.constraints)
+        if blank:
+            record_id = getattr(record, "session_id", None) or getattr(record, "id", None)
+            raise InputError(f"{path}: record {record_id}: field {blank}")
         yield record
 
 
@@ -137,9 +139,26 @@ def conclude(built_what: str, built: int, failed: int = 0, first_failure: str = 
         sys.exit(1)
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
+def fire_arguments(argv: list[str]) -> list[str]:
+    """The command line as Fire should read it: `--no-FLAG` spelled `--noFLAG`, and `--help` passed
+    after `--`, Fire's own way to ask for help (the shortcut makes it print an `INFO: Showing help`
+    line first)."""
+    if "--" in argv:
+        return argv
+    args = [f"--no{arg[5:]}" if arg.startswith("--no-") else arg for arg in argv]
+    if any(arg in HELP_FLAGS for arg in args):
+        args = [arg for arg in args if arg not in HELP_FLAGS] + ["--", "--help"]
+    return args
+
+
 def run(main: Callable[..., Any] | dict[str, Callable[..., Any]]) -> None:
-    """`fire.Fire(main)`, also accepting `--no-FLAG` for a boolean flag (Fire spells it `--noFLAG`)."""
-    argv = [f"--no{arg[5:]}" if arg.startswith("--no-") else arg for arg in sys.argv[1:]]
+    """`fire.Fire(main)` where every CLI starts: `--no-FLAG` for a boolean flag, help without Fire's
+    INFO line and with every default shown whole (Fire cuts those longer than its 80-column layout)."""
+    argv = fire_arguments(sys.argv[1:])
+    fire.helptext.LINE_LENGTH = 1000
     try:
         fire.Fire(main, command=argv)
     except OSError as err:  # an output that cannot be written, a disk that is full: one line, not a traceback

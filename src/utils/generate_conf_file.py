@@ -10,8 +10,9 @@ a LoRA adapter into its base.
 What it infers instead of asking:
 - the chat template, from the model's chat template markers and `config.json` (refused when unknown);
 - DeepSpeed by GPU count: none on one GPU, ZeRO-3 on several, ZeRO-3 with offload for ≥ 60B models;
-- `cutoff_len`: the dataset's 95th-percentile token length under the model's tokenizer, rounded up
-  to a multiple of 256 and capped;
+- `cutoff_len`: the dataset's 95th-percentile token length under the model's chat template
+  (`rpo.utils.dataset_lengths`, as `data_stats.py --dataset` measures it), rounded up to a multiple
+  of 256 and capped;
 - the per-device batch by model, as the authors trained (2 for Llama-3.1-8B and Qwen2.5-72B, 4 for
   Qwen2.5-7B, 1 for Llama-3.1-70B), the authors' effective batch (per-device batch × 64 accumulation
   × their 8 GPUs, 4 for Qwen2.5-7B: 1,024, or 512 for the 70B) unless `--effective_batch` is given,
@@ -31,12 +32,14 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
-import fire
 import yaml
-from rpo.utils.io import InputError, atomic_write, exit_on_input_error
+from rpo.utils import cli
+from rpo.utils.dataset_lengths import Turn, cutoff_len, dataset_examples, token_lengths
+from rpo.utils.io import InputError, atomic_write, exit_on_input_error, read_json, read_text
 
 TRAIN_METHODS = ("rpo", "dpo", "kto", "sft")
 METHODS = (*TRAIN_METHODS, "merge")
@@ -64,8 +67,6 @@ MODEL_TYPE_TEMPLATES = {
     "phi3": "phi",
     "deepseek_v3": "deepseek3",
 }
-CUTOFF_STEP = 256
-PERCENTILE = 0.95
 DEEPSPEED_DIR = Path("conf/deepspeed")
 LARGE_MODEL_PARAMS = 60e9
 PAPER_ACCUMULATION = 64
@@ -99,18 +100,19 @@ def infer_template(model_path: str | Path) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A model directory's JSON file as an object ({} when the file is not there)."""
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _chat_template_text(model_path: Path) -> str:
     jinja = model_path / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+        return read_text(jinja)
     template = _read_json(model_path / "tokenizer_config.json").get("chat_template") or ""
     return template if isinstance(template, str) else json.dumps(template)
 
@@ -157,57 +159,10 @@ def gradient_accumulation(effective_batch: int, gpus: int, per_device_batch: int
     return effective_batch // per_step
 
 
-def dataset_entry(dataset_dir: str | Path, name: str) -> dict[str, Any]:
-    info_path = Path(dataset_dir) / "dataset_info.json"
-    info = _read_json(info_path)
-    if not info_path.is_file():
-        raise InputError(f"{info_path}: file not found")
-    if name not in info:
-        raise InputError(f"{info_path}: dataset {name!r} not defined (known: {', '.join(sorted(info)) or 'none'})")
-    return info[name]
-
-
-def _example_texts(dataset_dir: Path, entry: dict[str, Any]) -> list[str]:
-    """Each example as the text the model reads: every message, plus the longer completion."""
-    path = dataset_dir / entry["file_name"]
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
-    if not isinstance(rows, list) or not rows:
-        raise InputError(f"{path}: the dataset has no examples")
-    columns = entry.get("columns", {})
-    tags = entry.get("tags", {})
-    messages_key = columns.get("messages", "conversations")
-    content_key = tags.get("content_tag", "value")
-    texts = []
-    for row in rows:
-        parts = [m[content_key] for m in row.get(messages_key, [])]
-        completions = [row[columns.get(k, k)] for k in ("chosen", "rejected") if columns.get(k, k) in row]
-        if completions:
-            parts.append(max((c[content_key] for c in completions), key=len))
-        texts.append("\n".join(parts))
-    return texts
-
-
-def percentile_cutoff(lengths: list[int], cap: int, percentile: float = PERCENTILE) -> int:
-    """The `percentile` token length rounded up to a multiple of 256, at least 256, at most `cap`."""
-    if not lengths:
-        return min(cap, CUTOFF_STEP)
-    ordered = sorted(lengths)
-    value = ordered[min(len(ordered) - 1, math.ceil(percentile * len(ordered)) - 1)]
-    return max(CUTOFF_STEP, min(cap, math.ceil(value / CUTOFF_STEP) * CUTOFF_STEP))
-
-
-def token_lengths(model_path: str | Path, texts: list[str]) -> list[int]:
+def model_token_lengths(model_path: str | Path, examples: list[list[Turn]]) -> list[int]:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    # chat formatting adds a handful of special tokens per message; 16 covers the common templates
-    return [len(ids) + 16 for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    return token_lengths(AutoTokenizer.from_pretrained(str(model_path)), examples)
 
 
 def deepspeed_config(gpus: int, parameters: float) -> str | None:
@@ -263,8 +218,10 @@ def build_config(
     output_dir: str | None = None,
     effective_batch: int | None = None,
     per_device_batch: int | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The training YAML content as a dict (see the module docstring for what is inferred)."""
+    """The training YAML content as a dict (see the module docstring for what is inferred); what the
+    user should know about it is appended to `warnings`."""
     if method not in TRAIN_METHODS:
         raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
     gamma = _number("--gamma", gamma)
@@ -277,10 +234,9 @@ def build_config(
     if effective_batch is None:
         effective_batch = paper_effective_batch(model_path, per_device_batch)
     accumulation = gradient_accumulation(_count("--effective_batch", effective_batch), gpus, per_device_batch)
-    entry = dataset_entry(dataset_dir, dataset)
+    examples = dataset_examples(dataset_dir, dataset)
     template = template or infer_template(model_path)
-    texts = _example_texts(Path(dataset_dir), entry)
-    cutoff = percentile_cutoff(token_lengths(model_path, texts), max_cutoff)
+    cutoff = cutoff_len(model_token_lengths(model_path, examples), max_cutoff)
     epochs = 3.0
 
     config: dict[str, Any] = {
@@ -302,7 +258,13 @@ def build_config(
     ds = deepspeed_config(gpus, estimate_parameters(model_path))
     if ds:
         config["deepspeed"] = ds
-    train_examples = len(texts) - math.ceil(VAL_SIZE * len(texts))
+    train_examples = len(examples) - math.ceil(VAL_SIZE * len(examples))
+    if effective_batch > train_examples and warnings is not None:
+        warnings.append(
+            f"effective batch {effective_batch} exceeds the {train_examples} training examples of {dataset} "
+            f"(after the {VAL_SIZE:.0%} validation split): each epoch is one optimisation step on all of them; "
+            "lower --effective_batch for more steps"
+        )
     config.update(
         {
             "dataset": dataset,
@@ -433,8 +395,9 @@ def main(
     dataset = str(dataset)
     default_name = f"{model_slug(model_path)}_{_file_name_part('--method', method)}_{_file_name_part('--dataset', dataset)}.yaml"
     path = output_path(output_dir, output, default_name)
+    warnings: list[str] = []
     config = build_config(model_path, dataset, method, gpus, gamma, dataset_dir, finetuning_type, max_cutoff, template,
-                          effective_batch=effective_batch, per_device_batch=per_device_batch)
+                          effective_batch=effective_batch, per_device_batch=per_device_batch, warnings=warnings)
     effective = config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] * gpus
     header = (
         f"# Generated by src/utils/generate_conf_file.py for {model_path} on dataset {dataset}.\n"
@@ -449,7 +412,9 @@ def main(
     print(f"wrote {path} (template {config['template']}, cutoff_len {config['cutoff_len']}, "
           f"effective batch {effective})")
     print(f"{launcher}llamafactory-cli train {path}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    cli.run(main)

@@ -16,6 +16,7 @@ import functools
 import gzip
 import json
 import os
+import re
 import sys
 import tempfile
 import zlib
@@ -43,14 +44,27 @@ def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
 
 
 def describe_validation_error(err: ValidationError) -> str:
-    """First error of a pydantic ValidationError as `field a.b[0]: message`."""
+    """First error of a pydantic ValidationError as `field a.b[0]: message`; a check of the whole record
+    names its field in its own message, which is given as it is."""
     first = err.errors()[0]
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
-    return f"field {loc or '<record>'}: {first['msg']}"
+    if not loc:
+        return first["msg"].removeprefix("Value error, ")
+    return f"field {loc}: {first['msg']}"
 
 
 def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -> T:
     """Validate one JSONL line, raising `InputError` that names file, line, record id and field."""
+    obj = json_line_object(line, path, lineno)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as err:
+        raise InputError(f"{path}: line {lineno}{record_label(obj)}: {describe_validation_error(err)}") from None
+
+
+def json_line_object(line: str, path: str | Path, lineno: int) -> dict[str, Any]:
+    """One JSONL line as a JSON object whose texts are all valid UTF-8, or a one-line `InputError`
+    (invalid JSON, not an object, a lone surrogate escape)."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
@@ -59,12 +73,43 @@ def parse_jsonl_line(line: str, model: type[T], path: str | Path, lineno: int) -
         raise InputError(f"{path}: line {lineno}: invalid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-    try:
-        return model.model_validate(obj)
-    except ValidationError as err:
-        record_id = obj.get("session_id") or obj.get("id") or obj.get("gptId")
-        record = f" (record {record_id})" if record_id else ""
-        raise InputError(f"{path}: line {lineno}{record}: {describe_validation_error(err)}") from None
+    if _SURROGATE_ESCAPE.search(line):
+        field = _lone_surrogate_field(obj)
+        if field is not None:
+            raise InputError(
+                f"{path}: line {lineno}{record_label(obj)}: field {field}: a lone surrogate escape "
+                "(\\ud800-\\udfff without its pair), not valid UTF-8 text"
+            )
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a UTF-16 surrogate: paired ones decode to one character, a lone one to text that
+no UTF-8 file, request or cache can hold."""
+
+
+def record_label(obj: dict[str, Any]) -> str:
+    """` (record ID)` for a message about a JSON record, from the first id field it has ("" without)."""
+    record_id = obj.get("session_id") or obj.get("gptId") or obj.get("id")
+    return f" (record {record_id})" if isinstance(record_id, str | int) and record_id != "" else ""
+
+
+def _lone_surrogate_field(value: Any, where: str = "") -> str | None:
+    """The path (`turns[0].samples[1].response`) of the first text holding a lone surrogate, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "<record>"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        found = _lone_surrogate_field(key, inner) if isinstance(key, str) else None
+        found = found or _lone_surrogate_field(item, inner)
+        if found:
+            return found
+    return None
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -91,6 +136,36 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     except (OSError, EOFError, zlib.error) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
         raise InputError(f"{path}: line {lineno + 1}: cannot read ({reason})") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file (a leading byte-order mark dropped); a missing or unreadable file and
+    a bad byte (named by line and byte) are one-line `InputError`s."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + 1
+        raise InputError(f"{path}: line {line}: not valid UTF-8 (byte {err.start - line_start + 1})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """One whole JSON document from a UTF-8 file, with `read_text`'s one-line errors and invalid
+    JSON named by line and column."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: line {err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
 def read_jsonl(
@@ -330,20 +405,6 @@ def write_json(path: str | Path, obj: Any) -> None:
     with atomic_write(path) as fh:
         json.dump(obj, fh, ensure_ascii=False, indent=2)
         fh.write("\n")
-
-
-def update_dataset_info(dataset_dir: str | Path, name: str, entry: dict[str, Any]) -> Path:
-    """Add or replace one dataset in `{dataset_dir}/dataset_info.json`, keeping the others."""
-    info_path = Path(dataset_dir) / "dataset_info.json"
-    info: dict[str, Any] = {}
-    if info_path.exists():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise InputError(f"{info_path}: line {err.lineno}: invalid JSON ({err.msg})") from None
-    info[name] = entry
-    write_json(info_path, info)
-    return info_path
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
-import fire
 import httpx2
 import yaml
 from pydantic import BaseModel
+from rpo.utils import cli
 from rpo.utils.io import InputError, atomic_write
 
 Backend = Literal["vllm", "llamafactory"]
@@ -462,4 +462,4 @@ def status(state_dir: str = DEFAULT_STATE_DIR) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire({"start": start, "stop": stop, "status": status})
+    cli.run({"start": start, "stop": stop, "status": status})

@@ -6,10 +6,32 @@ instead of failing somewhere downstream.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+_BARE_LIST_MARKER = re.compile(r"\s*(?:[-*•·]|\(?\d+[.)、:：．]?|\(?[A-Za-z][.)]|[一二三四五六七八九十]+[、.．])?\s*")
+
+
+def blank_constraint(text: str) -> bool:
+    """Whether a constraint states nothing: empty, blank, or a bare list marker such as `1. `.
+
+    Such a rule would be judged, reversed and trained on as if it said something."""
+    return _BARE_LIST_MARKER.fullmatch(text) is not None
+
+
+def first_blank_constraint(constraints: Sequence[str], reversed_constraints: Sequence[str | None] = ()) -> str | None:
+    """The field and wording of the first constraint (or reversal) that states nothing, or None."""
+    for k, constraint in enumerate(constraints):
+        if blank_constraint(constraint):
+            return f"constraints[{k}]: empty constraint {constraint!r}"
+    for k, reversal in enumerate(reversed_constraints):
+        if reversal is not None and blank_constraint(reversal):
+            return f"reversed_constraints[{k}]: empty reversal {reversal!r} (null marks a constraint without one)"
+    return None
 
 
 class _Record(BaseModel):
@@ -93,14 +115,14 @@ class SessionDetail(_Record):
         n = len(self.profile.constraints)
         if len(self.reversed_constraints) != n:
             raise ValueError(
-                f"reversed_constraints has {len(self.reversed_constraints)} items but profile.constraints has {n}"
+                f"field reversed_constraints: {len(self.reversed_constraints)} items, but profile.constraints has {n}"
             )
         for t, turn in enumerate(self.turns):
             in_play = set(range(n))
             if turn.triggered is not None:
                 if turn.triggered != sorted(set(turn.triggered)) or not in_play.issuperset(turn.triggered):
                     raise ValueError(
-                        f"turns[{t}].triggered must be sorted distinct indices in 0..{n - 1}, got {turn.triggered}"
+                        f"field turns[{t}].triggered: expected sorted distinct indices in 0..{n - 1}, got {turn.triggered}"
                     )
                 in_play = set(turn.triggered)
             for s, sample in enumerate(turn.samples):
@@ -108,40 +130,13 @@ class SessionDetail(_Record):
                     continue
                 if len(sample.follows) != n:
                     raise ValueError(
-                        f"turns[{t}].samples[{s}].follows has {len(sample.follows)} items, expected {n}"
+                        f"field turns[{t}].samples[{s}].follows: {len(sample.follows)} items, expected {n}"
                     )
                 for k, verdict in enumerate(sample.follows):
                     if (verdict is None) == (k in in_play):
                         expected = "true or false" if k in in_play else "null (constraint not triggered)"
-                        raise ValueError(f"turns[{t}].samples[{s}].follows[{k}]: expected {expected}")
+                        raise ValueError(f"field turns[{t}].samples[{s}].follows[{k}]: expected {expected}")
         return self
-
-
-class Message(BaseModel):
-    """A sharegpt message (`from` is a Python keyword, hence the alias)."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    role: str = Field(alias="from")
-    value: str
-
-    @field_validator("role")
-    @classmethod
-    def _known_role(cls, role: str) -> str:
-        if role not in {"system", "human", "gpt", "observation", "function_call"}:
-            raise ValueError(f"unknown sharegpt role {role!r}")
-        return role
-
-
-class PreferenceRecord(_Record):
-    """One LLaMA-Factory sharegpt ranking example."""
-
-    conversations: list[Message]
-    chosen: Message
-    rejected: Message
-    margin: float | None = None
-    session_id: str | None = None
-    turn: int | None = None
 
 
 class SelfPlayTurn(BaseModel):

@@ -64,18 +64,20 @@ async function getJSON(url) {
   return body;
 }
 
-function setStatus(text, isError = false) {
+// The status line: plain text, "busy" (a spinner while a search runs) or "error".
+function setStatus(text, kind = "") {
   $("status").textContent = text;
-  $("status").classList.toggle("error", isError);
+  $("status").className = kind;
 }
 
 async function runSearch() {
   const seq = ++state.seq;
+  setStatus("Searching…", "busy");
   let data;
   try {
     data = await getJSON("/api/search?" + params());
   } catch (err) {
-    if (seq === state.seq) setStatus(err.message, true);
+    if (seq === state.seq) setStatus(`Search not run: ${err.message}`, "error");
     return;
   }
   if (seq !== state.seq) return; // a newer search has started
@@ -121,7 +123,7 @@ async function openProfile(id) {
   try {
     p = await getJSON("/api/profile?id=" + encodeURIComponent(id));
   } catch (err) {
-    setStatus(err.message, true);
+    setStatus(`Prompt not opened: ${err.message}`, "error");
     return;
   }
   state.selected = id;
@@ -164,4 +166,4 @@ function openFromHash() {
   if (m && decodeURIComponent(m[1]) !== state.selected) openProfile(decodeURIComponent(m[1]));
 }
 
-init().catch((err) => setStatus(err.message, true));
+init().catch((err) => setStatus(`The page could not start: ${err.message}`, "error"));

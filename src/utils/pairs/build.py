@@ -7,16 +7,15 @@ dataset as it was. With a `max_pairs` sample the detail file is read twice (coun
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import orjson
-from rpo.utils import cli
-from rpo.utils.io import InputError, JsonArrayWriter, update_dataset_info
+from rpo.utils.dataset_registry import register_dataset
+from rpo.utils.io import InputError, JsonArrayWriter
+from rpo.utils.pairs.counts import DpoCounts, KtoCounts, PairCounts, RpoCounts
 from rpo.utils.pairs.records import (
     Record,
     dpo_gaps,
@@ -28,90 +27,31 @@ from rpo.utils.pairs.records import (
 )
 from rpo.utils.pairs.rule import NonReversible, PromptConstraints
 from rpo.utils.pairs.select import Selection
-from rpo.utils.pairs.stats import DpoCounts, KtoCounts, PairCounts, RpoCounts
 from rpo.utils.schema import SessionDetail
 
-SHAREGPT_TAGS = {
-    "role_tag": "from",
-    "content_tag": "value",
-    "user_tag": "human",
-    "assistant_tag": "gpt",
-    "system_tag": "system",
-}
-RPO_ENTRY = {
-    "formatting": "sharegpt",
-    "ranking": True,
-    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "margin": "margin"},
-    "tags": SHAREGPT_TAGS,
-}
-DPO_ENTRY = {
-    "formatting": "sharegpt",
-    "ranking": True,
-    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
-    "tags": SHAREGPT_TAGS,
-}
-KTO_ENTRY = {
-    "formatting": "sharegpt",
-    "columns": {"messages": "conversations", "kto_tag": "kto_tag"},
-    "tags": SHAREGPT_TAGS,
-}
 GAP_BUCKETS = (("gap_ge3", 3, None), ("gap_2", 2, 2), ("gap_1", 1, 1))
 """Paper Table 2's training sets: (name suffix, least margin, largest margin)."""
-
-
-def encode(record: Record) -> bytes:
-    """A record as `json.dumps(record, ensure_ascii=False)` lays it out in UTF-8 (", " and ": "
-    separators, the layout these datasets have always had), with orjson encoding the values.
-
-    A record's values are messages, lists of messages, strings, numbers and booleans.
-    """
-    fields = []
-    for key, value in record.items():
-        if isinstance(value, list):
-            data = b"[" + b", ".join(map(_message, value)) + b"]"
-        elif isinstance(value, dict):
-            data = _message(value)
-        else:
-            data = orjson.dumps(value)
-        fields.append(orjson.dumps(key) + b": " + data)
-    return b"{" + b", ".join(fields) + b"}"
-
-
-def _message(message: dict[str, str]) -> bytes:
-    return _encoded_message(message["from"], message["value"])
-
-
-@functools.lru_cache(maxsize=1024)
-def _encoded_message(role: str, value: str) -> bytes:
-    """A sharegpt message, encoded once while its session's records are written: records repeat
-    their prompt and history (a session has a few dozen distinct messages, so the cache stays small)."""
-    return b'{"from": ' + orjson.dumps(role) + b', "value": ' + orjson.dumps(value) + b"}"
-
-
-def _encoded(detail_path: str | Path, session: SessionDetail, records: Iterable[Record]) -> list[bytes]:
-    try:
-        return [encode(record) for record in records]
-    except orjson.JSONEncodeError:  # only text can fail: a lone surrogate (\ud800-\udfff) has no UTF-8 form
-        raise InputError(
-            f"{detail_path}: record {session.session_id}: a text holds a lone surrogate escape, not valid UTF-8"
-        ) from None
 
 
 def _write(
     detail_path: str | Path,
     output_dir: str | Path,
     dataset_name: str,
-    entry: dict[str, Any],
+    kind: str,
     counts: PairCounts,
     records_of: Callable[[SessionDetail], Iterable[Record]],
 ) -> None:
     output = Path(output_dir) / f"{dataset_name}.json"
     with JsonArrayWriter(output) as writer:
         for session in read_sessions(detail_path):
-            records = _encoded(detail_path, session, records_of(session))
+            records = [orjson.dumps(record) for record in records_of(session)]
             writer.write_encoded(b",\n".join(records), len(records))
-    update_dataset_info(output_dir, dataset_name, {"file_name": output.name, **entry})
+    register_dataset(output_dir, dataset_name, kind)
     counts.output = str(output)
+
+
+class EmptyGapBucket(InputError):
+    """The detail file gives no pair for one of the gap buckets, so equal-size buckets would be empty."""
 
 
 GapsOf = Callable[[SessionDetail], Iterable[int]]
@@ -130,22 +70,12 @@ def _planned(selection: Selection, detail_path: str | Path, gaps_of: GapsOf) -> 
     return selection if selection.active else None
 
 
-def _rpo_options(
-    dataset_name: str, non_reversible: str, prompt_constraints: str
-) -> tuple[str, NonReversible, PromptConstraints]:
-    return (
-        cli.name("dataset_name", dataset_name),
-        cli.choice("non_reversible", non_reversible, ("drop", "skip")),
-        cli.choice("prompt_constraints", prompt_constraints, ("triggered", "all")),
-    )
-
-
 def build_rpo_dataset(
     detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
     output_dir: str | Path = "data",
     dataset_name: str = "rpo",
-    non_reversible: str = "drop",
-    prompt_constraints: str = "triggered",
+    non_reversible: NonReversible = "drop",
+    prompt_constraints: PromptConstraints = "triggered",
     min_margin: int | None = None,
     max_margin: int | None = None,
     max_pairs: int | None = None,
@@ -155,20 +85,19 @@ def build_rpo_dataset(
 
     `min_margin`, `max_margin` and `max_pairs` (a sample drawn with `seed`) select among the pairs.
     """
-    name, mode, which = _rpo_options(dataset_name, non_reversible, prompt_constraints)
     selection = _planned(
-        Selection.from_flags(min_margin, max_margin, max_pairs, seed),
+        Selection(min_margin, max_margin, max_pairs, seed),
         detail_path,
-        lambda session: rpo_gaps(session, RpoCounts(), mode),
+        lambda session: rpo_gaps(session, RpoCounts(), non_reversible),
     )
     counts = RpoCounts()
     _write(
         detail_path,
         output_dir,
-        name,
-        RPO_ENTRY,
+        dataset_name,
+        "rpo",
         counts,
-        lambda session: rpo_records(session, counts, mode, which, selection),
+        lambda session: rpo_records(session, counts, non_reversible, prompt_constraints, selection),
     )
     counts.selection = selection.summary() if selection else ""
     return counts
@@ -188,9 +117,8 @@ def build_dpo_dataset(
     The selection options are `build_rpo_dataset`'s, with a pair's gap being how many more
     constraints its chosen follows.
     """
-    name = cli.name("dataset_name", dataset_name)
     selection = _planned(
-        Selection.from_flags(min_margin, max_margin, max_pairs, seed),
+        Selection(min_margin, max_margin, max_pairs, seed),
         detail_path,
         lambda session: dpo_gaps(session, DpoCounts()),
     )
@@ -198,8 +126,8 @@ def build_dpo_dataset(
     _write(
         detail_path,
         output_dir,
-        name,
-        DPO_ENTRY,
+        dataset_name,
+        "dpo",
         counts,
         lambda session: dpo_records(session, counts, selection),
     )
@@ -213,9 +141,8 @@ def build_kto_dataset(
     dataset_name: str = "kto",
 ) -> KtoCounts:
     """Build the KTO dataset (a `kto_tag` column, not ranking) and register it."""
-    name = cli.name("dataset_name", dataset_name)
     counts = KtoCounts()
-    _write(detail_path, output_dir, name, KTO_ENTRY, counts, lambda session: kto_records(session, counts))
+    _write(detail_path, output_dir, dataset_name, "kto", counts, lambda session: kto_records(session, counts))
     return counts
 
 
@@ -223,8 +150,8 @@ def build_rpo_gap_buckets(
     detail_path: str | Path = "data/rpo_data/demo_detail.jsonl",
     output_dir: str | Path = "data",
     dataset_name: str = "rpo",
-    non_reversible: str = "drop",
-    prompt_constraints: str = "triggered",
+    non_reversible: NonReversible = "drop",
+    prompt_constraints: PromptConstraints = "triggered",
     max_pairs: int | None = None,
     seed: int = 0,
 ) -> RpoCounts:
@@ -233,17 +160,13 @@ def build_rpo_gap_buckets(
     The size is that of the smallest bucket (at most `max_pairs`); each bucket is a seeded sample of
     its pairs. They are written as `{dataset_name}_gap_ge3`, `_gap_2` and `_gap_1`.
     """
-    name, mode, which = _rpo_options(dataset_name, non_reversible, prompt_constraints)
-    cap = Selection.from_flags(max_pairs=max_pairs, seed=seed)
-    gaps = _gap_counts(detail_path, lambda session: rpo_gaps(session, RpoCounts(), mode))
-    buckets = {f"{name}_{suffix}": Selection(low, high, seed=cap.seed) for suffix, low, high in GAP_BUCKETS}
+    gaps = _gap_counts(detail_path, lambda session: rpo_gaps(session, RpoCounts(), non_reversible))
+    buckets = {f"{dataset_name}_{suffix}": Selection(low, high, seed=seed) for suffix, low, high in GAP_BUCKETS}
     smallest = min(buckets.items(), key=lambda item: item[1].candidates(gaps))
     size = smallest[1].candidates(gaps)
     if size == 0:
-        raise InputError(
-            f"--gap_buckets: {detail_path} gives no pairs for {smallest[0]}, so every bucket would be empty"
-        )
-    size = size if cap.max_pairs is None else min(size, cap.max_pairs)
+        raise EmptyGapBucket(f"{detail_path} gives no pairs for {smallest[0]}, so every bucket would be empty")
+    size = size if max_pairs is None else min(size, max_pairs)
     for bucket in buckets.values():
         bucket.max_pairs = size
         bucket.plan(gaps)
@@ -259,13 +182,13 @@ def build_rpo_gap_buckets(
             for bucket_name in buckets
         }
         for session in read_sessions(detail_path):
-            records = rpo_records(session, counts, mode, which, lambda gap: buckets[bucket_of(gap)](gap))
+            records = rpo_records(session, counts, non_reversible, prompt_constraints, lambda gap: buckets[bucket_of(gap)](gap))
             for record in records:
                 bucket_name = bucket_of(record["margin"])
-                writers[bucket_name].write_encoded(_encoded(detail_path, session, [record])[0])
+                writers[bucket_name].write_encoded(orjson.dumps(record))
     for bucket_name in buckets:
-        update_dataset_info(output_dir, bucket_name, {"file_name": f"{bucket_name}.json", **RPO_ENTRY})
-    counts.selection = f"gap buckets, {size} records each (seed {cap.seed}):\n" + "\n".join(
+        register_dataset(output_dir, bucket_name, "rpo")
+    counts.selection = f"gap buckets, {size} records each (seed {seed}):\n" + "\n".join(
         f"  {bucket_name} ({_gap_range(bucket)}): {writers[bucket_name].count} of {bucket.candidates(gaps)}"
         f" -> {output / f'{bucket_name}.json'}"
         for bucket_name, bucket in buckets.items()

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rpo.utils import cli
-from rpo.utils.io import read_jsonl
+from rpo.utils.io import InputError, read_jsonl
+from rpo.utils.pairs.counts import DpoCounts, KtoCounts, PairCounts, RpoCounts
+from rpo.utils.pairs.efficiency import direct_flags, reversed_pair_flags
 from rpo.utils.pairs.rule import (
     Follows,
     NonReversible,
@@ -31,17 +32,9 @@ from rpo.utils.pairs.rule import (
     prompt_constraints,
     rpo_pairs,
 )
-from rpo.utils.pairs.stats import (
-    DpoCounts,
-    KtoCounts,
-    PairCounts,
-    RpoCounts,
-    direct_flags,
-    reversed_pair_flags,
-)
 from rpo.utils.prompts.language import detect_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
-from rpo.utils.schema import SessionDetail
+from rpo.utils.schema import SessionDetail, first_blank_constraint
 
 Record = dict[str, Any]
 Message = dict[str, str]
@@ -49,8 +42,14 @@ Select = Callable[[int], bool]
 
 
 def read_sessions(detail_path: str | Path) -> Iterator[SessionDetail]:
-    """The validated sessions of a detail file; an empty file or a repeated session_id is refused."""
-    return read_jsonl(detail_path, SessionDetail, unique="session_id")
+    """The validated sessions of a detail file; an empty file, a repeated session_id and a constraint
+    or reversal that states nothing (blank, a bare `1. `) are refused."""
+    for session in read_jsonl(detail_path, SessionDetail, unique="session_id"):
+        blank = first_blank_constraint(session.profile.constraints, session.reversed_constraints)
+        if blank:
+            field = blank if blank.startswith("reversed") else f"profile.{blank}"
+            raise InputError(f"{detail_path}: record {session.session_id}: field {field}")
+        yield session
 
 
 def session_lang(session: SessionDetail) -> str:
@@ -131,6 +130,8 @@ def _rpo_turns(
     for pool, history in _turns(session, counts):
         pairs = rpo_pairs(pool.vectors, pool.play, reversible, non_reversible)
         emitted = [pair for pair in pairs if pair.outcome == "emit"]
+        counts.non_reversible_pairs += sum(bool(pair.prompt.left_out) for pair in pairs)
+        counts.left_out_pairs += sum(bool(pair.prompt.left_out) for pair in emitted)
         counts.skipped_pairs += sum(pair.outcome == "skip" for pair in pairs)
         counts.zero_margin += sum(pair.outcome == "zero_margin" for pair in pairs)
         _count_table4(counts, pool, emitted)
@@ -140,7 +141,6 @@ def _rpo_turns(
 def _count_rpo_pair(counts: RpoCounts, pair: RpoPair) -> None:
     counts.pairs += 1
     counts.margin_hist[pair.margin] += 1
-    counts.dropped_constraints += len(pair.prompt.left_out)
 
 
 def rpo_gaps(
@@ -250,11 +250,10 @@ def kto_records(session: SessionDetail, counts: KtoCounts) -> Iterator[Record]:
             }
 
 
-def detail_stats(detail_path: str | Path, non_reversible: str = "drop") -> RpoCounts:
+def detail_stats(detail_path: str | Path, non_reversible: NonReversible = "drop") -> RpoCounts:
     """Counts, margins and Table 4 rates of a detail file's RPO pairs, without writing a dataset."""
-    mode: NonReversible = cli.choice("non_reversible", non_reversible, ("drop", "skip"))
     counts = RpoCounts()
     for session in read_sessions(detail_path):
-        for _ in rpo_gaps(session, counts, mode):
+        for _ in rpo_gaps(session, counts, non_reversible):
             pass
     return counts

@@ -12,9 +12,6 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rpo.utils import cli
-from rpo.utils.io import InputError
-
 
 @dataclass
 class Selection:
@@ -34,16 +31,9 @@ class Selection:
     _still_needed: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
-    @classmethod
-    def from_flags(
-        cls, min_margin: object = None, max_margin: object = None, max_pairs: object = None, seed: object = 0
-    ) -> Selection:
-        low = None if min_margin is None else cli.integer("min_margin", min_margin, minimum=0)
-        high = None if max_margin is None else cli.integer("max_margin", max_margin, minimum=0)
-        if low is not None and high is not None and low > high:
-            raise InputError(f"--min_margin: {low} is above --max_margin={high}")
-        size = None if max_pairs is None else cli.integer("max_pairs", max_pairs, minimum=1)
-        return cls(low, high, size, cli.integer("seed", seed, minimum=0))
+    def __post_init__(self) -> None:
+        if self.min_margin is not None and self.max_margin is not None and self.min_margin > self.max_margin:
+            raise ValueError(f"min_margin {self.min_margin} is above max_margin {self.max_margin}")
 
     @property
     def samples(self) -> bool:
@@ -85,13 +75,13 @@ class Selection:
         return (self.min_margin, self.max_margin, self.max_pairs) != (None, None, None)
 
     def summary(self) -> str:
-        """What each filter used removed, e.g. `selection: --min_margin=2 removed 40; --max_pairs=50
+        """What each filter used removed, e.g. `selection: min_margin=2 removed 40; max_pairs=50
         (seed 0) removed 12`."""
         parts = []
         if self.min_margin is not None:
-            parts.append(f"--min_margin={self.min_margin} removed {self.below_min}")
+            parts.append(f"min_margin={self.min_margin} removed {self.below_min}")
         if self.max_margin is not None:
-            parts.append(f"--max_margin={self.max_margin} removed {self.above_max}")
+            parts.append(f"max_margin={self.max_margin} removed {self.above_max}")
         if self.max_pairs is not None:
-            parts.append(f"--max_pairs={self.max_pairs} (seed {self.seed}) removed {self.sampled_out}")
+            parts.append(f"max_pairs={self.max_pairs} (seed {self.seed}) removed {self.sampled_out}")
         return "selection: " + "; ".join(parts)

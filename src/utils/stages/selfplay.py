@@ -12,13 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rpo.utils.io import (
-    JsonArrayWriter,
-    JsonlAppender,
-    completed_keys,
-    read_jsonl,
-    update_dataset_info,
-)
+from rpo.utils.dataset_registry import register_dataset
+from rpo.utils.io import JsonArrayWriter, JsonlAppender, completed_keys, read_jsonl
 from rpo.utils.llm.client import LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts import render_lang
@@ -184,15 +179,7 @@ def build_sft_dataset(
             record = sft_record(session, lang)
             if record is not None:
                 writer.write(record)
-    update_dataset_info(
-        output_dir,
-        dataset_name,
-        {
-            "file_name": f"{dataset_name}.json",
-            "formatting": "sharegpt",
-            "columns": {"messages": "conversations"},
-        },
-    )
+    register_dataset(output_dir, dataset_name, "sft")
     return writer.count
 
 
