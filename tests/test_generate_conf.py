@@ -78,7 +78,7 @@ def test_rpo_config_content(setup):
     config = build_config(str(model), "rpo", method="rpo", gpus=1, gamma=0.05, dataset_dir=str(data),
                           warnings=warnings)
     assert warnings == [
-        ("effective batch 512 exceeds the 36 training examples of rpo (after the 10% validation split): each epoch "
+        ("effective batch 1024 exceeds the 36 training examples of rpo (after the 10% validation split): each epoch "
          "is one optimisation step on all of them; lower --effective_batch for more steps")
     ]
     assert config["template"] == "chatml"
@@ -133,7 +133,7 @@ def test_generated_config_trains(setup):
     )
     assert proc.returncode == 0, proc.stderr
     assert f"llamafactory-cli train {output}" in proc.stdout
-    assert proc.stderr.startswith("warning: effective batch 512 exceeds the 36 training examples of rpo")
+    assert proc.stderr.startswith("warning: effective batch 1024 exceeds the 36 training examples of rpo")
     config = yaml.safe_load(output.read_text())
     assert config["rpo_gamma"] == 0.05
     overrides = [

@@ -75,7 +75,7 @@ def main(
     records = list(selected.select(cli.refuse_blank_constraints(read_jsonl(input, model, unique=key), input)))
 
     async def run() -> tuple[ReversalRunStats | VerifyStats, str, str]:
-        async with LLMClient(pipeline) as client:
+        async with LLMClient(pipeline, roles=["judge" if verify else "reverse"]) as client:  # checked first
             width = concurrency or pipeline.concurrency
             with JsonlAppender(output_path) as out:  # locked before reading what is done: one writer only
                 done = completed_keys(output_path, lambda obj: obj.get(key))

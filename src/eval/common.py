@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
 from rpo.utils.io import InputError, output_lock
 from rpo.utils.llm.config import PipelineConfig
 
@@ -24,15 +23,6 @@ if TYPE_CHECKING:
     from rpo.utils.llm.client import LLMClient
 
 T = TypeVar("T")
-
-
-def describe_error(err: ValidationError) -> str:
-    """The first error of a validation as `field a.b[0]: message` (a record-level check names its field)."""
-    first = err.errors()[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
-    if not loc:
-        return first["msg"].removeprefix("Value error, ")
-    return f"field {loc}: {first['msg']}"
 
 
 def build_config(
@@ -99,7 +89,7 @@ def run_calls(pipeline: PipelineConfig, work: Callable[[LLMClient], Awaitable[T]
     from rpo.utils.llm.client import LLMClient, LLMError
 
     async def go() -> T:
-        async with LLMClient(pipeline) as client:
+        async with LLMClient(pipeline, roles=list(pipeline.roles)) as client:  # keys and hosts checked first
             try:
                 return await work(client)
             finally:
@@ -115,16 +105,6 @@ def run_calls(pipeline: PipelineConfig, work: Callable[[LLMClient], Awaitable[T]
 def print_json(obj: Any) -> None:
     """One JSON object on stdout and nothing else (for `--json`)."""
     print(json.dumps(obj, ensure_ascii=False))
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A fixed-width text table: first column left-aligned, the rest right-aligned."""
-    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def pct(value: float) -> str:

@@ -23,9 +23,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rpo.eval.common import print_json, table
+from rpo.eval.common import print_json
 from rpo.utils import cli
 from rpo.utils.io import InputError, exit_on_input_error
+from rpo.utils.text_table import table
 
 SYSBENCH_METRICS = ("CSR", "ISR", "SSR")
 PAPER_STEPS = 3

@@ -51,7 +51,7 @@ def _run(
     stats = GenerateStats()
 
     async def run() -> str:
-        async with LLMClient(pipeline) as client:
+        async with LLMClient(pipeline, roles=[options.get("role", "profile")]) as client:  # checked first
             await run_generation(
                 kind, seeds, client, output_path, lang, concurrency or pipeline.concurrency, stats, **options
             )

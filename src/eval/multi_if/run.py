@@ -32,11 +32,15 @@ class StepResponse(BaseModel):
     prompt: str
     response: str
     model: str
+    truncated: bool = False  # the server stopped it at the token cap (`finish_reason: length`)
 
 
-def _print_warnings(rows: list[Row], responses: dict[tuple[str, int], str]) -> None:
-    answers = [responses[(row.key, step.number)] for row in rows for step in row.steps]
-    for line in answer_warnings(answers, [False] * len(answers)):
+def _print_warnings(rows: list[Row], responses: dict[tuple[str, int], str],
+                    truncated: set[tuple[str, int]] = frozenset()) -> None:
+    """Warn when most answers are empty, cut off or alike (`truncated`: the steps cut at the cap)."""
+    steps = [(row.key, step.number) for row in rows for step in row.steps]
+    answers = [responses[key] for key in steps]
+    for line in answer_warnings(answers, [key in truncated for key in steps]):
         print(f"warning: {line}", file=sys.stderr)
 
 
@@ -75,16 +79,18 @@ async def answer_rows(client: LLMClient, rows: list[Row], path: Path,
                 messages.append({"role": "user", "content": step.example.prompt})
                 if (row.key, step.number) not in answered:
                     try:
-                        text = (await client.chat(RESPONSE_ROLE, list(messages))).texts[0]
+                        result = await client.chat(RESPONSE_ROLE, list(messages))
                     except LLMError as err:
                         failures.append(f"key {row.key} step {step.number}: {err}")
                         return
+                    text = result.texts[0]
                     sink.write(StepResponse(key=row.key, step=step.number, prompt=step.example.prompt,
-                                            response=text, model=model))
+                                            response=text, model=model, truncated=result.truncated(0)))
                     answered[(row.key, step.number)] = text
                 messages.append({"role": "assistant", "content": answered[(row.key, step.number)]})
 
-        async for _ in bounded_map(one, rows, concurrency, desc="multi-if conversations"):
+        async for _ in bounded_map(one, rows, concurrency, desc="multi-if", unit="step",
+                                   weight=lambda row: len(row.steps)):
             pass
     return answered, failures
 
@@ -139,7 +145,8 @@ def run(
             sys.exit(1)
         metrics = multi_if_metrics(rows, answers, keep_think=keep_think)
         write_json(out / "metrics.json", metrics)
-    _print_warnings(rows, answers)
+        truncated = {(r.key, r.step) for r in read_jsonl(out / "responses.jsonl", StepResponse) if r.truncated}
+    _print_warnings(rows, answers, truncated)
     print(format_report(metrics))
 
 

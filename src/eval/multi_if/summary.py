@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from rpo.eval.answers import strip_think
-from rpo.eval.common import pct, pct_ci, table
+from rpo.eval.common import pct, pct_ci
 from rpo.eval.metrics import bootstrap_ci95
 from rpo.eval.multi_if.data import Row
 from rpo.eval.multi_if.scoring import STEP_METRICS, IFResult, check_response, step_accuracies
+from rpo.utils.text_table import table
 
 PAPER_LANGUAGES = ("en", "zh")
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rpo.eval.common import pct, refuse_other_models, table
+from rpo.eval.common import pct, refuse_other_models
 from rpo.eval.metrics import score
 from rpo.eval.sysbench.data import EvalDialogue, JudgedTurn, load_dialogues, read_judgments
 from rpo.eval.sysbench.judge import JUDGE_ROLE, JudgeProtocol, TurnContext, judge_turn
@@ -20,6 +20,7 @@ from rpo.eval.sysbench.run import ResponseRecord
 from rpo.utils.io import InputError, JsonlAppender, read_jsonl
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.concurrency import bounded_map
+from rpo.utils.text_table import table
 
 Context = tuple[str, list[tuple[str, str]]]  # system prompt, history the model answered after
 

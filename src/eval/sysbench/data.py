@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from rpo.eval.common import describe_error
-from rpo.utils.io import InputError, iter_lines, parse_jsonl_line
+from rpo.utils.io import InputError, describe_validation_error, iter_lines, parse_jsonl_line
 
 FOLLOWED, NOT_FOLLOWED, NOT_APPLICABLE = "是", "否", "不适用"
 # every verdict word in SysBench's published evaluation outputs (its judge is asked for 是 or 否)
@@ -196,7 +195,7 @@ def load_dialogues(path: str | Path, model: type[Dialogue] = Dialogue) -> list[A
         except RecursionError:
             raise InputError(f"{path}: {_record_label(index, item)}: nested too deeply") from None
         except ValidationError as err:
-            raise InputError(f"{path}: {_record_label(index, item)}: {describe_error(err)}") from None
+            raise InputError(f"{path}: {_record_label(index, item)}: {describe_validation_error(err)}") from None
         if record.system_id in seen:
             raise InputError(f"{path}: {_record_label(index, item)}: field system_id: duplicate")
         seen.add(record.system_id)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rpo.eval.common import table
 from rpo.eval.metrics import Session, bootstrap_ci95, score
 from rpo.eval.sysbench.data import FOLLOWED, NOT_FOLLOWED, JudgedTurn
+from rpo.utils.text_table import table
 
 DIALOGUE_KINDS = {True: "related", False: "parallel"}
 HEADLINE = ("CSR", "ISR", "SSR")

@@ -140,7 +140,8 @@ async def run_sysbench(client: LLMClient, dialogues: list[Dialogue], out: Path, 
             return turns
 
         results = {}
-        async for dialogue, turns in bounded_map(one, dialogues, concurrency, desc="sysbench dialogues"):
+        async for dialogue, turns in bounded_map(one, dialogues, concurrency, desc="sysbench", unit="turn",
+                                                     weight=lambda d: len(d.queries)):
             results[dialogue.system_id] = turns
     done = [results[d.system_id] for d in dialogues if results[d.system_id]]
     total = sum(len(d.queries) for d in dialogues)

@@ -59,6 +59,7 @@ from openai.types.chat import ChatCompletion
 from rpo.utils.io import InputError
 from rpo.utils.llm.cache import ResponseCache
 from rpo.utils.llm.config import PipelineConfig, RoleConfig
+from rpo.utils.text_table import table
 
 OPENAI_URL = "https://api.openai.com/v1"
 _ROLE_FIELDS = {"model", "temperature", "top_p", "max_tokens", "timeout_s", "extra_body"}
@@ -366,14 +367,7 @@ class LLMClient:
         ]
         totals = [sum(row[i] for row in rows) for i in range(1, 6)]
         rows.append(("total", *totals, f"{sum(u['cost'] for u in self.usage().values()):.4f}"))
-        widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-        lines = [
-            "  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in
-                      enumerate(zip(row, widths)))
-            for row in (header, *rows)
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return table(header, rows)
 
     async def aclose(self) -> None:
         """Close every HTTP connection pool."""

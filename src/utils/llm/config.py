@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from rpo.utils.io import InputError, describe_validation_error
+from rpo.utils.io import InputError, describe_validation_error, read_text
 
 
 class RoleConfig(BaseModel):
@@ -102,10 +102,9 @@ class PipelineConfig(BaseModel):
     def load(cls, path: str | Path) -> PipelineConfig:
         """Read a YAML config, merging `default:` into every role; errors name file and field."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: file not found")
+        text = read_text(path)  # a missing file or a bad byte: one line naming the file
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
             raise InputError(f"{path}: invalid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(raw, dict):

@@ -20,7 +20,8 @@ class PairCounts(Tally):
         "{KIND} records: {pairs}{destination}",
         (
             "sessions {sessions}, turns {turns}, samples {samples} "
-            "(unjudged, excluded: {unjudged}; repeated follow vectors, dropped: {duplicates})"
+            "(unjudged, excluded: {unjudged}, of which cut at the token cap: {truncated}; "
+            "repeated follow vectors, dropped: {duplicates})"
         ),
     )
 
@@ -28,6 +29,7 @@ class PairCounts(Tally):
     turns: int = 0
     samples: int = 0
     unjudged: int = 0
+    truncated: int = 0  # unjudged because the server cut them at the token cap
     duplicates: int = 0
     pairs: int = 0
     output: str | None = None

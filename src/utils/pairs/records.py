@@ -82,6 +82,7 @@ def _turns(session: SessionDetail, counts: PairCounts) -> Iterator[tuple[TurnPoo
         counts.turns += 1
         counts.samples += len(follows)
         counts.unjudged += len(follows) - judged
+        counts.truncated += sum(sample.truncated for sample in turn.samples)
         counts.duplicates += judged - len(pool)
         yield (
             TurnPool(

@@ -284,7 +284,8 @@ async def sample_sessions(
             elif session.turns:
                 session_language(session, lang)  # a language mismatch is refused before any call
                 todo.append(session)
-        async for _, detail in bounded_map(run, todo, concurrency, desc=desc):
+        async for _, detail in bounded_map(run, todo, concurrency, desc=desc, unit="turn",
+                                              weight=lambda session: len(session.turns)):
             if detail is not None:
                 out.write(detail)
                 stats.written += 1

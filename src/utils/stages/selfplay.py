@@ -259,7 +259,7 @@ async def run_self_play(
                 stats.skipped += 1
             else:
                 todo.append((index, profile))
-        async for _, session in bounded_map(play, todo, concurrency, desc="self-play"):
+        async for _, session in bounded_map(play, todo, concurrency, desc="self-play", unit="session"):
             if session is not None:
                 out.write(session)
                 stats.written += 1
