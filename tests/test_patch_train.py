@@ -103,21 +103,34 @@ def _config(workspace: Path, output: str, **overrides) -> dict:
     return config
 
 
-def train(workspace: Path, output: str, env: dict | None = None, **overrides) -> tuple[subprocess.CompletedProcess, list]:
-    """Run `llamafactory-cli train` and return the process and the logged training steps."""
+def start_training(workspace: Path, output: str, env: dict | None = None, **overrides) -> tuple[subprocess.Popen, Path]:
+    """Start `llamafactory-cli train` (its output goes to files beside the config); see `finish_training`."""
     config = _config(workspace, output, **overrides)
     config_path = workspace / f"{output}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
-    proc = subprocess.run(
-        [str(BIN / "llamafactory-cli"), "train", str(config_path)],
-        cwd=workspace, env=full_env, capture_output=True, text=True, timeout=600, check=False,
-    )
-    state_path = Path(config["output_dir"]) / "trainer_state.json"
+    with open(workspace / f"{output}.out", "w") as stdout, open(workspace / f"{output}.err", "w") as stderr:
+        proc = subprocess.Popen([str(BIN / "llamafactory-cli"), "train", str(config_path)],
+                                cwd=workspace, env=full_env, stdout=stdout, stderr=stderr, text=True)
+    return proc, workspace / output
+
+
+def finish_training(started: tuple[subprocess.Popen, Path]) -> tuple[subprocess.CompletedProcess, list]:
+    """Wait for a started training; return the process (with its output) and the logged training steps."""
+    proc, logs = started
+    returncode = proc.wait(timeout=600)
+    completed = subprocess.CompletedProcess(proc.args, returncode, logs.with_suffix(".out").read_text(),
+                                            logs.with_suffix(".err").read_text())
+    state_path = logs.parent / "runs" / logs.name / "trainer_state.json"
     steps = []
-    if proc.returncode == 0 and state_path.exists():
+    if returncode == 0 and state_path.exists():
         steps = [h for h in json.loads(state_path.read_text())["log_history"] if "loss" in h]
-    return proc, steps
+    return completed, steps
+
+
+def train(workspace: Path, output: str, env: dict | None = None, **overrides) -> tuple[subprocess.CompletedProcess, list]:
+    """Run `llamafactory-cli train` and return the process and the logged training steps."""
+    return finish_training(start_training(workspace, output, env, **overrides))
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
@@ -151,9 +164,10 @@ def test_no_margin_column_is_bit_identical_to_unpatched(workspace):
     """Without a margin column, the patched trainer with any γ is LLaMA-Factory's, bit for bit (and its
     first step, Δ = 0, costs log 2)."""
     common = {"dataset": "plain", "max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 5e-3}
-    proc_off, steps_off = train(workspace, "plain_off", env={"RPO_PATCH_DISABLE": "1"}, **common)
-    proc_on, steps_on = train(workspace, "plain_on", **common)
-    proc_gamma, steps_gamma = train(workspace, "plain_gamma", rpo_gamma=0.5, **common)
+    started = [start_training(workspace, "plain_off", env={"RPO_PATCH_DISABLE": "1"}, **common),
+               start_training(workspace, "plain_on", **common),
+               start_training(workspace, "plain_gamma", rpo_gamma=0.5, **common)]  # side by side
+    (proc_off, steps_off), (proc_on, steps_on), (proc_gamma, steps_gamma) = map(finish_training, started)
     for proc in (proc_off, proc_on, proc_gamma):
         _ok(proc)
     losses_off = [s["loss"] for s in steps_off]
