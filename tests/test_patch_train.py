@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -103,71 +104,81 @@ def _config(workspace: Path, output: str, **overrides) -> dict:
     return config
 
 
-def start_training(workspace: Path, output: str, env: dict | None = None, **overrides) -> tuple[subprocess.Popen, Path]:
-    """Start `llamafactory-cli train` (its output goes to files beside the config); see `finish_training`."""
+def train(workspace: Path, output: str, env: dict | None = None, **overrides) -> tuple[subprocess.CompletedProcess, list]:
+    """Run `llamafactory-cli train` and return the process and the logged training steps."""
     config = _config(workspace, output, **overrides)
     config_path = workspace / f"{output}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
-    with open(workspace / f"{output}.out", "w") as stdout, open(workspace / f"{output}.err", "w") as stderr:
-        proc = subprocess.Popen([str(BIN / "llamafactory-cli"), "train", str(config_path)],
-                                cwd=workspace, env=full_env, stdout=stdout, stderr=stderr, text=True)
-    return proc, workspace / output
-
-
-def finish_training(started: tuple[subprocess.Popen, Path]) -> tuple[subprocess.CompletedProcess, list]:
-    """Wait for a started training; return the process (with its output) and the logged training steps."""
-    proc, logs = started
-    returncode = proc.wait(timeout=600)
-    completed = subprocess.CompletedProcess(proc.args, returncode, logs.with_suffix(".out").read_text(),
-                                            logs.with_suffix(".err").read_text())
-    state_path = logs.parent / "runs" / logs.name / "trainer_state.json"
+    proc = subprocess.run(
+        [str(BIN / "llamafactory-cli"), "train", str(config_path)],
+        cwd=workspace, env=full_env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    state_path = Path(config["output_dir"]) / "trainer_state.json"
     steps = []
-    if returncode == 0 and state_path.exists():
+    if proc.returncode == 0 and state_path.exists():
         steps = [h for h in json.loads(state_path.read_text())["log_history"] if "loss" in h]
-    return completed, steps
+    return proc, steps
 
 
-def train(workspace: Path, output: str, env: dict | None = None, **overrides) -> tuple[subprocess.CompletedProcess, list]:
-    """Run `llamafactory-cli train` and return the process and the logged training steps."""
-    return finish_training(start_training(workspace, output, env, **overrides))
+PLAIN_FOUR_STEPS = {"dataset": "plain", "max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 5e-3}
+RUNS: dict[str, tuple[dict, dict]] = {  # name: (environment, config overrides)
+    "graded": ({}, {"rpo_gamma": 0.5}),
+    "smoothing": ({}, {"rpo_gamma": 0.5, "dpo_label_smoothing": 0.1}),
+    "log2_graded": ({}, {"rpo_gamma": 0.0}),
+    "plain_off": ({"RPO_PATCH_DISABLE": "1"}, PLAIN_FOUR_STEPS),
+    "plain_on": ({}, PLAIN_FOUR_STEPS),
+    "plain_gamma": ({}, {**PLAIN_FOUR_STEPS, "rpo_gamma": 0.5}),
+    "simpo": ({}, {"pref_loss": "simpo", "rpo_gamma": 0.5, "simpo_gamma": 0.5}),
+    "refused": ({}, {"dataset": "negative", "rpo_gamma": 0.5}),
+    "misspelt": ({}, {"rpo_gama": 0.05}),
+    "ab_off": ({"RPO_PATCH_DISABLE": "1"}, {"rpo_gamma": 0.5}),
+    "ipo_plain": ({}, {"dataset": "plain", "pref_loss": "ipo", "rpo_gamma": 0.5}),
+    "torchrun": ({"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
+                 {"dataset": "constant4", "rpo_gamma": 0.5, "per_device_train_batch_size": 4}),
+}
+"""Every `llamafactory-cli train` the tests below read, run two at a time by the `trained` fixture."""
+
+
+@pytest.fixture(scope="module")
+def trained(workspace) -> dict[str, tuple[subprocess.CompletedProcess, list]]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda name: train(workspace, name, RUNS[name][0], **RUNS[name][1]), RUNS)
+        return dict(zip(RUNS, results))
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_first_step_loss_is_mean_softplus_of_margin(workspace):
-    gamma = 0.5
-    proc, steps = train(workspace, "graded", rpo_gamma=gamma)
+def test_first_step_loss_is_mean_softplus_of_margin(trained):
+    gamma = RUNS["graded"][1]["rpo_gamma"]
+    proc, steps = trained["graded"]
     _ok(proc)
     expected = sum(softplus(BETA * gamma * g) for g in range(8)) / 8
     assert steps[0]["loss"] == pytest.approx(expected, abs=1e-4)
     assert steps[0]["rpo/margin_mean"] == pytest.approx(3.5)
 
 
-def test_first_step_loss_with_label_smoothing(workspace):
-    gamma, eps = 0.5, 0.1
-    proc, steps = train(workspace, "smoothing", rpo_gamma=gamma, dpo_label_smoothing=eps)
+def test_first_step_loss_with_label_smoothing(trained):
+    gamma, eps = RUNS["smoothing"][1]["rpo_gamma"], RUNS["smoothing"][1]["dpo_label_smoothing"]
+    proc, steps = trained["smoothing"]
     _ok(proc)
     expected = sum((1 - eps) * softplus(BETA * gamma * g) + eps * softplus(-BETA * gamma * g) for g in range(8)) / 8
     assert steps[0]["loss"] == pytest.approx(expected, abs=1e-4)
 
 
-def test_first_step_loss_is_log2_with_gamma_zero(workspace):
-    proc, steps = train(workspace, "log2_graded", dataset="graded", rpo_gamma=0.0)
+def test_first_step_loss_is_log2_with_gamma_zero(trained):
+    proc, steps = trained["log2_graded"]
     _ok(proc)
     assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
 
 
-def test_no_margin_column_is_bit_identical_to_unpatched(workspace):
+def test_no_margin_column_is_bit_identical_to_unpatched(trained):
     """Without a margin column, the patched trainer with any γ is LLaMA-Factory's, bit for bit (and its
     first step, Δ = 0, costs log 2)."""
-    common = {"dataset": "plain", "max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 5e-3}
-    started = [start_training(workspace, "plain_off", env={"RPO_PATCH_DISABLE": "1"}, **common),
-               start_training(workspace, "plain_on", **common),
-               start_training(workspace, "plain_gamma", rpo_gamma=0.5, **common)]  # side by side
-    (proc_off, steps_off), (proc_on, steps_on), (proc_gamma, steps_gamma) = map(finish_training, started)
+    (proc_off, steps_off), (proc_on, steps_on), (proc_gamma, steps_gamma) = (
+        trained[name] for name in ("plain_off", "plain_on", "plain_gamma"))
     for proc in (proc_off, proc_on, proc_gamma):
         _ok(proc)
     losses_off = [s["loss"] for s in steps_off]
@@ -178,8 +189,8 @@ def test_no_margin_column_is_bit_identical_to_unpatched(workspace):
     assert "rpo/margin_mean" not in steps_off[0]
 
 
-def test_simpo_with_margin_trains_and_logs_margin(workspace):
-    proc, steps = train(workspace, "simpo", pref_loss="simpo", rpo_gamma=0.5, simpo_gamma=0.5)
+def test_simpo_with_margin_trains_and_logs_margin(trained):
+    proc, steps = trained["simpo"]
     _ok(proc)
     assert steps[0]["rpo/margin_mean"] == pytest.approx(3.5)
     assert math.isfinite(steps[0]["loss"])
@@ -239,17 +250,17 @@ def test_refusals_name_the_problem(workspace, overrides, message):
     assert str(refused.value) == message
 
 
-def test_cli_prints_a_refusal_as_one_line(workspace):
+def test_cli_prints_a_refusal_as_one_line(trained):
     """The refusals above, through the CLI: one `[rpo] error:` line, no traceback, a non-zero exit."""
-    proc, _ = train(workspace, "refused", dataset="negative", rpo_gamma=0.5)
+    proc, _ = trained["refused"]
     assert proc.returncode != 0
     assert "[rpo] error: dataset 'negative' (negative.json): row 3: margin column 'margin' is negative (-1)\n" in (
         proc.stderr)
     assert "Traceback" not in proc.stderr
 
 
-def test_misspelt_key_names_the_nearest_valid_one(workspace):
-    proc, _ = train(workspace, "misspelt", rpo_gama=0.05)
+def test_misspelt_key_names_the_nearest_valid_one(workspace, trained):
+    proc, _ = trained["misspelt"]
     assert proc.returncode != 0
     message = f"[rpo] error: {workspace / 'misspelt.yaml'}: unknown key 'rpo_gama' (did you mean 'rpo_gamma'?)"
     assert [line for line in proc.stderr.splitlines() if "rpo_gama" in line] == [message]
@@ -276,9 +287,9 @@ def test_template_tokens_outside_the_vocabulary_are_refused(workspace):
     )
 
 
-def test_disabled_patch_accepts_rpo_gamma_and_trains_without_margin(workspace):
+def test_disabled_patch_accepts_rpo_gamma_and_trains_without_margin(trained):
     """One YAML serves both arms of an A/B run: with the patch off, rpo_gamma is dropped with a warning."""
-    proc, steps = train(workspace, "ab_off", env={"RPO_PATCH_DISABLE": "1"}, rpo_gamma=0.5)
+    proc, steps = trained["ab_off"]
     _ok(proc)
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("[rpo]")]
     assert warnings == [
@@ -288,8 +299,8 @@ def test_disabled_patch_accepts_rpo_gamma_and_trains_without_margin(workspace):
     assert "rpo/margin_mean" not in steps[0]
 
 
-def test_other_losses_without_margin_still_train(workspace):
-    proc, _ = train(workspace, "ipo_plain", dataset="plain", pref_loss="ipo", rpo_gamma=0.5)
+def test_other_losses_without_margin_still_train(trained):
+    proc, _ = trained["ipo_plain"]
     _ok(proc)
 
 
@@ -309,12 +320,9 @@ def test_python_api_applies_the_margin(workspace):
     assert state["log_history"][0]["loss"] == pytest.approx(expected, abs=1e-4)
 
 
-def test_torchrun_workers_apply_the_margin(workspace):
-    gamma = 0.5
-    proc, steps = train(
-        workspace, "torchrun", env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
-        dataset="constant4", rpo_gamma=gamma, per_device_train_batch_size=4,
-    )
+def test_torchrun_workers_apply_the_margin(trained):
+    gamma = RUNS["torchrun"][1]["rpo_gamma"]
+    proc, steps = trained["torchrun"]
     _ok(proc)
     assert "world size: 2" in proc.stderr + proc.stdout
     assert steps[0]["loss"] == pytest.approx(softplus(BETA * gamma * 4), abs=1e-4)
