@@ -147,12 +147,13 @@ def test_readme_tables_and_figure_show_the_json(runs):
     for name, (report, _) in done.items():
         tables = (base / "out" / f"{name}.md").read_text()
         assert tables == readme_tables(report)
-        rows = [line.strip("|").split(" | ") for line in tables.splitlines() if line.startswith("| ")]
-        arm_rows = {row[0].strip(): row[1:] for row in rows[1 : 1 + len(report["arms"])]}
+        rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in tables.splitlines()
+                if line.startswith("| ")]
+        arm_rows = {row[0]: row[1:] for row in rows[1 : 1 + len(report["arms"])]}
         for arm_name, arm in report["arms"].items():
             cells = arm_rows[arm_name]
             assert cells[:3] == [f"{arm[m]:.3f} ± {arm['sd'][m]:.3f}" for m in METRICS]
-            assert cells[3].strip() == (f"{arm['records']:,.0f}" if arm["records"] else "—")
+            assert cells[3] == (f"{arm['records']:,.0f}" if arm["records"] else "—")
         claim_rows = rows[2 + len(report["arms"]) :]
         assert [row[0] for row in claim_rows] == [claim["claim"] for claim in report["claims"]]
         for row, claim in zip(claim_rows, report["claims"]):
@@ -162,7 +163,7 @@ def test_readme_tables_and_figure_show_the_json(runs):
                          .replace(",", "").split()]
                 assert shown == [round(100 * difference["diff"], 1), round(100 * difference["ci95"][0], 1),
                                  round(100 * difference["ci95"][1], 1)]
-            assert row[4].strip() == claim["verdict"]
+            assert row[4] == claim["verdict"]
 
         data = figure_data(report)
         assert data["differences"] == [
