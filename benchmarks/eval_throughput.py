@@ -1,7 +1,7 @@
 """Wall time of the evaluation runs over the ideal, against loopback servers with a fixed latency.
 
 SysBench: `dialogues` five-turn dialogues (two criteria a turn), the model under test and the judge
-each on its own scripted server (`tests/eval_servers.py`, own process) answering after `latency_s`;
+each on its own loopback server (`benchmarks/latency_server.py`, own process) answering after `latency_s`;
 `run_sysbench` keeps `concurrency` requests in flight across dialogues (a dialogue's turns, and each
 turn's answer and judgment, are sequential). Ideal = total calls × latency ÷ concurrency. Multi-IF:
 the same for `dialogues` three-step conversations (`answer_rows`, the model only; the checkers' CPU
@@ -38,14 +38,14 @@ from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.llm.config import PipelineConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+SERVER = Path(__file__).resolve().parent / "latency_server.py"
 CACHE_ROOT = "/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()
 TURNS, STEPS, CRITERIA = 5, 3, 2
 
 
-def _server(kind: str, latency_s: float) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "tests.eval_servers", f"--kind={kind}", f"--delay_s={latency_s}"],
-                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+def _server(answer: str, latency_s: float) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([sys.executable, str(SERVER), f"--answer={answer}", f"--delay_s={latency_s}"],
+                               stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     port = int(process.stdout.readline().split()[1])
     return process, f"http://127.0.0.1:{port}/v1"
@@ -114,7 +114,7 @@ async def _multi_if(config: PipelineConfig, rows: list[Row], out: Path) -> tuple
 
 
 def run_benchmark(dialogues: int = 500, concurrency: int = 64, latency_s: float = 0.1) -> dict:
-    model, model_url = _server("model", latency_s)
+    model, model_url = _server("echo", latency_s)
     judge, judge_url = _server("judge", latency_s)
     try:
         with tempfile.TemporaryDirectory(prefix="eval_throughput-", dir=CACHE_ROOT) as tmp:

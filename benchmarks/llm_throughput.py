@@ -24,7 +24,7 @@ Two references run the same load on the same server: the SDK alone (`sdk_*`: one
 the floor of what the client can cost, and a bare aiohttp session (`bare_*`), the ceiling of this
 machine and server. The three alternate, `repeats` times each, and the medians are reported (with
 every run's value), so that background load affects them alike. The server
-(`tests/scripted_server.py`, uvicorn) runs in its own process so that it does not share the
+(`benchmarks/latency_server.py`, uvicorn) runs in its own process so that it does not share the
 client's interpreter lock.
 
     python benchmarks/llm_throughput.py [--requests=1280] [--concurrency=64] [--latency_s=0.25]
@@ -53,7 +53,7 @@ from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.llm.config import PipelineConfig
 
-SERVER = Path(__file__).resolve().parent.parent / "tests" / "scripted_server.py"
+SERVER = Path(__file__).resolve().parent / "latency_server.py"
 DEFAULT_CACHE_ROOT = "/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()
 STEADY_WINDOW = (0.1, 0.9)  # completion quantiles that bound the steady-state window
 
@@ -153,7 +153,7 @@ async def _measure_bare(base_url: str, requests: int, concurrency: int, offset: 
 def run_benchmark(requests: int = 1280, concurrency: int = 64, latency_s: float = 0.25, repeats: int = 3,
                   cache_root: str = DEFAULT_CACHE_ROOT) -> dict:
     """Start the fixed-latency server, drive it at `concurrency`, and return the numbers."""
-    server = subprocess.Popen([sys.executable, str(SERVER), f"--delay_s={latency_s}"],
+    server = subprocess.Popen([sys.executable, str(SERVER), "--answer=numbered", f"--delay_s={latency_s}"],
                               stdout=subprocess.PIPE, text=True)
     runs: dict[str, list[dict[str, float]]] = {"client": [], "sdk": [], "bare_aiohttp": []}
     Path(cache_root).mkdir(parents=True, exist_ok=True)
@@ -187,12 +187,12 @@ def run_benchmark(requests: int = 1280, concurrency: int = 64, latency_s: float 
         "steady_requests_per_s": round(statistics.median(run["steady"] for run in runs["client"]), 1),
     }
     every_run: dict[str, list[float]] = {}
-    for kind in runs:
+    for kind, kind_runs in runs.items():
         prefix = "" if kind == "client" else f"{kind}_"
         for rate in ("steady", "whole"):
             every_run[f"{prefix}{rate}_ratio"] = ratios(kind, rate)
             report[f"{prefix}{rate}_ratio"] = statistics.median(ratios(kind, rate))
-        every_run[f"{kind}_cpu_ms_per_request"] = [round(run["cpu_ms"], 3) for run in runs[kind]]
+        every_run[f"{kind}_cpu_ms_per_request"] = [round(run["cpu_ms"], 3) for run in kind_runs]
         report[f"{kind}_cpu_ms_per_request"] = round(statistics.median(every_run[f"{kind}_cpu_ms_per_request"]), 3)
     report["runs"] = every_run
     report["retries"] = sum(int(run["retries"]) for run in runs["client"])

@@ -4,31 +4,73 @@ sessions (trained once, reused by later experiments); the paired interval is the
 
 import json
 import math
+import shutil
+import statistics
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
-from rpo.demo.experiments import EXPERIMENTS, chunks, claim_verdict, verdict
-from rpo.demo.pipeline import QUICK
-from rpo.eval.metrics import paired_difference
+from rpo.demo.arms import EmptyArmData, SeedParts, arm_dataset
+from rpo.demo.experiments import (
+    EXPERIMENTS,
+    chunks,
+    claim_verdict,
+    figure_data,
+    interval_over_sessions,
+    readme_tables,
+    run_seed,
+    summarise,
+    table,
+    verdict,
+)
+from rpo.demo.pipeline import QUICK, demonstrator_detail
+from rpo.eval.metrics import METRICS, bootstrap_ci95, paired_difference, score
 
 ORDER = ("gamma", "methods", "gap", "prompt", "online")
-SEEDS = {"gamma": [0, 1]}  # one experiment over two seeds; the others reuse seed 0's base
+SEEDS = {"prompt": [0, 1]}  # one experiment over two seeds; the others reuse seed 0's base
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(quick_demo, tmp_path_factory):
+    """Every experiment at `--quick`, in one folder that starts with the QUICK demo's seed-0 base."""
     base = tmp_path_factory.mktemp("experiments")
+    demo_seed = quick_demo[1] / "seed0"
+    (base / "out" / "seed0" / "models").mkdir(parents=True)
+    shutil.copy(demo_seed / "base.json", base / "out" / "seed0" / "base.json")
+    shutil.copytree(demo_seed / "models" / "base", base / "out" / "seed0" / "models" / "base")
     done = {}
     for name in ORDER:
         seeds = ",".join(map(str, SEEDS.get(name, [0])))
         proc = subprocess.run(
-            [sys.executable, "-m", "rpo.demo.experiments", name, "--quick", "--seeds", seeds, "--output_dir", "out"],
+            [sys.executable, "-m", "rpo.demo.experiments", name, "--quick", "--seeds", seeds, "--output_dir", "out",
+             "--jobs", "2"],
             capture_output=True, text=True, timeout=900, cwd=base, check=False,
         )
         assert proc.returncode == 0, f"{name}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
         done[name] = (json.loads((base / "out" / f"{name}.json").read_text()), proc)
     return base, done
+
+
+def arm_results(base: Path, seed: int) -> dict[str, dict]:
+    """The seed's cached arm results by what the arm is (its spec without its name)."""
+    results = {}
+    for path in (base / "out" / f"seed{seed}" / "arms").glob("*/result.json"):
+        result = json.loads(path.read_text())
+        results[json.dumps({k: v for k, v in result["arm"].items() if k != "name"}, sort_keys=True)] = result
+    return results
+
+
+def judged_own(base: Path, report: dict, seed: int, arm: str) -> list:
+    """The held-out judgments the report's `arm` was computed from, read back from the experiment's cache."""
+    if report["experiment"] == "online" and arm == "online":
+        [finished] = (base / "out" / f"seed{seed}" / "online").glob("*/result.json")
+        return json.loads(finished.read_text())["judged"]["own"]
+    spec = next(a for a in EXPERIMENTS[report["experiment"]].arms if a.name == arm).spec(QUICK)
+    if arm == "offline":
+        spec["max_pairs"] = report["per_seed"][str(seed)]["offline"]["records"]
+    return arm_results(base, seed)[json.dumps(spec, sort_keys=True)]["judged"]["own"]
 
 
 def test_paired_difference_is_the_hand_computed_delta_method_interval():
@@ -64,45 +106,102 @@ def test_verdicts_read_the_interval():
 
 
 def test_every_experiment_writes_its_documented_report(runs):
-    _, done = runs
+    base, done = runs
     for name, (report, proc) in done.items():
         experiment = EXPERIMENTS[name]
-        assert report["experiment"] == name and report["quick"] is True
-        assert report["seeds"] == SEEDS.get(name, [0])
+        seeds = SEEDS.get(name, [0])
+        assert report["experiment"] == name and report["quick"] is True and report["seeds"] == seeds
         assert list(report["arms"]) == [arm.name for arm in experiment.arms]
+        assert set(report["per_seed"]) == {str(seed) for seed in seeds}
+        judged = {seed: {arm: judged_own(base, report, seed, arm) for arm in report["arms"]} for seed in seeds}
         for arm_name, arm in report["arms"].items():
-            for metric in ("CSR", "ISR", "SSR"):
-                assert 0.0 <= arm[metric] <= 1.0 and arm["sd"][metric] >= 0.0
+            # every number is the one its arms' cached judgments give
+            assert arm["seeds"] == seeds
+            for seed in seeds:
+                expected = {m: round(v, 4) for m, v in score(judged[seed][arm_name]).items()}
+                assert {m: report["per_seed"][str(seed)][arm_name][m] for m in METRICS} == expected
+            values = [report["per_seed"][str(seed)][arm_name] for seed in seeds]
+            for metric in METRICS:
+                assert arm[metric] == round(statistics.fmean(v[metric] for v in values), 4)
+                assert arm["sd"][metric] == (round(statistics.stdev(v[metric] for v in values), 4)
+                                             if len(seeds) > 1 else 0.0)
+            assert arm["ci95"] == interval_over_sessions([judged[seed][arm_name] for seed in seeds])
             if arm_name == experiment.reference:
                 assert "vs_reference" not in arm
             else:
-                for difference in arm["vs_reference"].values():
-                    low, high = difference["ci95"]
-                    assert low <= difference["diff"] <= high
+                units = [pair for seed in seeds
+                         for pair in zip(judged[seed][arm_name], judged[seed][experiment.reference])]
+                assert arm["vs_reference"] == {m: paired_difference(units, m) for m in METRICS}
         assert [claim["claim"] for claim in report["claims"]] == [f"{a} > {b}" for a, b in experiment.claims]
-        assert set(report["per_seed"]) == {str(seed) for seed in report["seeds"]}
-        for seed_arms in report["per_seed"].values():
-            assert set(seed_arms) == set(report["arms"])
+        for claim, (better, worse) in zip(report["claims"], experiment.claims):
+            units = [pair for seed in seeds for pair in zip(judged[seed][better], judged[seed][worse])]
+            assert claim["difference"] == {m: paired_difference(units, m) for m in METRICS}
+            assert claim["verdicts"] == {m: verdict(claim["difference"][m]["ci95"]) for m in METRICS}
         assert proc.stdout.count("QUICK mode is a smoke test") == 1 and "paired difference" in proc.stdout
+
+
+def test_readme_tables_and_figure_show_the_json(runs):
+    """The Markdown tables written beside each JSON and the figure's data hold the JSON's numbers: every
+    arm's mean ± sd, every claim's difference and interval in points, every plotted value and interval."""
+    base, done = runs
+    for name, (report, _) in done.items():
+        tables = (base / "out" / f"{name}.md").read_text()
+        assert tables == readme_tables(report)
+        rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in tables.splitlines()
+                if line.startswith("| ")]
+        arm_rows = {row[0]: row[1:] for row in rows[1 : 1 + len(report["arms"])]}
+        for arm_name, arm in report["arms"].items():
+            cells = arm_rows[arm_name]
+            assert cells[:3] == [f"{arm[m]:.3f} ± {arm['sd'][m]:.3f}" for m in METRICS]
+            assert cells[3] == (f"{arm['records']:,.0f}" if arm["records"] else "—")
+        claim_rows = rows[2 + len(report["arms"]) :]
+        assert [row[0] for row in claim_rows] == [claim["claim"] for claim in report["claims"]]
+        for row, claim in zip(claim_rows, report["claims"]):
+            for cell, metric in zip(row[1:4], METRICS):
+                difference = claim["difference"][metric]
+                shown = [float(x.replace("\u2212", "-")) for x in cell.replace("[", "").replace("]", "")
+                         .replace(",", "").split()]
+                assert shown == [round(100 * difference["diff"], 1), round(100 * difference["ci95"][0], 1),
+                                 round(100 * difference["ci95"][1], 1)]
+            assert row[4] == claim["verdict"]
+
+        data = figure_data(report)
+        assert data["differences"] == [
+            {"label": f"{claim['claim']} {m}", "metric": m, "diff": claim["difference"][m]["diff"],
+             "ci95": claim["difference"][m]["ci95"]}
+            for claim in report["claims"] for m in METRICS
+        ]
+        if name == "online":
+            curve = report["curve"]["0"]
+            assert [p["round"] for p in data["curve"]] == [0, 1, 2, 3]
+            for m in METRICS:
+                assert data["curve"][0][m] == {"value": report["arms"]["base"][m],
+                                               "ci95": report["arms"]["base"]["ci95"][m]}
+                assert [p[m] for p in data["curve"][1:]] == [
+                    {"value": entry["metrics"][m], "ci95": ci[m]} for entry, ci in zip(curve, report["curve_ci95"])]
+                assert data["offline"][m] == report["arms"]["offline"][m]
+        else:
+            assert data["arms"] == {arm_name: {m: {"value": arm[m], "ci95": arm["ci95"][m]} for m in METRICS}
+                                    for arm_name, arm in report["arms"].items()}
+        assert (base / "out" / f"{name}.png").stat().st_size > 10_000
 
 
 def test_arms_share_one_base_and_one_held_out_set_across_experiments(runs):
     base, done = runs
     shared = [report["shared"]["0"] for report, _ in done.values()]
     assert all(entry == shared[0] for entry in shared)
-    gamma = done["gamma"][0]["shared"]
-    assert gamma["0"]["held_out"] == gamma["1"]["held_out"]  # every seed is scored on the same sessions
-    assert gamma["0"]["base"] != gamma["1"]["base"]  # each seed has its own base
+    prompt = done["prompt"][0]["shared"]
+    assert prompt["0"]["held_out"] == prompt["1"]["held_out"]  # every seed is scored on the same sessions
+    assert prompt["0"]["base"] != prompt["1"]["base"]  # each seed has its own base
     assert len(shared[0]["held_out"]) == done["gamma"][0]["eval_sessions"]
     for name, (_, proc) in done.items():
-        reused = "base policy reused" in proc.stdout
-        assert reused == (name != "gamma"), name  # trained by the first experiment, reused by the others
+        # seed 0's base is the QUICK demo's; seed 1's is trained by the one experiment that runs it
+        assert "[experiments] seed 0: base policy reused" in proc.stdout, name
+        assert ("[experiments] seed 1: sft" in proc.stdout) == (name == "prompt"), name
     # the RPO arm at the budget's gamma is trained once and shared by gamma, methods and prompt
     assert done["methods"][0]["per_seed"]["0"]["RPO"] == done["gamma"][0]["per_seed"]["0"]["γ=0.05"]
     assert done["prompt"][0]["per_seed"]["0"]["triggered"] == done["gamma"][0]["per_seed"]["0"]["γ=0.05"]
     assert sorted(p.name for p in base.iterdir()) == ["out"]
-    for name in ORDER:
-        assert (base / "out" / f"{name}.png").stat().st_size > 10_000
 
 
 def test_gap_buckets_have_equal_size_and_online_matches_offline_pairs_and_steps(runs):
@@ -124,3 +223,65 @@ def test_bad_arguments_are_one_line():
                           text=True, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: experiment 'nonsense': expected one of gap, gamma, methods, prompt, online"]
+
+
+def test_interval_over_sessions_is_the_session_bootstrap_of_the_mean_over_seeds():
+    sessions = [[[True, True]], [[True, False]], [[False]], [[True], [True, True]]]
+    # one seed, or seeds that answered alike: the plain bootstrap over sessions
+    assert interval_over_sessions([sessions]) == bootstrap_ci95(sessions)
+    assert interval_over_sessions([sessions, sessions]) == bootstrap_ci95(sessions)
+    # sessions all alike: nothing varies, the interval is the value itself
+    assert interval_over_sessions([[[[True, False]]] * 5, [[[True, True]]] * 5]) == {
+        "CSR": [0.75, 0.75], "ISR": [0.5, 0.5], "SSR": [0.5, 0.5]}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_quick_world_gives_every_gap_bucket(seed, tmp_path):
+    """The QUICK budget's world, sampled by the noisy demonstrator that its base imitates (no training),
+    gives pairs in every gap bucket: the paper's Table 2 sets can be built from it on seeds 0-4."""
+    detail = demonstrator_detail(seed, QUICK, tmp_path / "detail.jsonl")
+    for arm in EXPERIMENTS["gap"].arms[1:]:
+        name, records = arm_dataset(arm, detail, tmp_path / "data", seed)
+        assert name == f"demo_rpo_{arm.data}" and records > 0
+
+
+def test_an_arm_without_data_is_named_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    """A base whose samples give no pair of some gap: its gap arms are named in one line each, left out
+    of that seed, and summarised over the seeds that built them; a claim no seed can make says so."""
+    narrow = replace(QUICK, min_constraints=2, max_constraints=2)  # no turn can differ on three constraints
+    detail = demonstrator_detail(0, narrow, tmp_path / "detail.jsonl")
+    with pytest.raises(EmptyArmData, match="gives no pairs for demo_rpo_gap_ge3"):
+        arm_dataset(EXPERIMENTS["gap"].arms[1], detail, tmp_path / "data", 0)
+
+    def result(seed: int, follows: bool) -> dict:
+        return {"base": f"base{seed}", "held_out": ["a", "b"], "records": 4,
+                "judged": {"own": [[[follows, True]], [[True]]]}}
+
+    def fake_run_arm(arm, parts, budget, keep, threads=None):
+        if arm.method != "base" and parts.seed == 1:
+            raise EmptyArmData(f"{parts.detail} gives no pairs for demo_rpo_gap_ge3")
+        return result(parts.seed, arm.name != "g=1")
+
+    monkeypatch.setattr("rpo.demo.experiments.run_arm", fake_run_arm)
+    gap = EXPERIMENTS["gap"]
+    results = {seed: run_seed(gap, SeedParts(seed, tmp_path / f"seed{seed}", tmp_path, detail, [], [], "key"),
+                              QUICK, jobs=1, rounds=3, keep=False) for seed in (0, 1)}
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"[experiments] seed 1: arm {arm} not built: {detail} gives no pairs for demo_rpo_gap_ge3; "
+                   "the other arms go on" for arm in ("g>=3", "g=2", "g=1")]
+    assert list(results[0]) == ["base", "g>=3", "g=2", "g=1"] and list(results[1]) == ["base"]
+    report = summarise(gap, results)
+    assert report["arms"]["base"]["seeds"] == [0, 1] and report["arms"]["g>=3"]["seeds"] == [0]
+    assert report["arms"]["g=1"]["CSR"] == 0.6667 and report["arms"]["g>=3"]["CSR"] == 1.0
+    first = report["claims"][0]
+    assert first["claim"] == "g>=3 > g=1" and first["difference"]["CSR"]["diff"] == round(1 - 2 / 3, 4)
+    assert first["difference"]["CSR"]["units"] == 2  # seed 0's two sessions only
+    report.update(seeds=[0, 1], split="eval", eval_sessions=2, quick=True, minutes=0.1)
+    assert "g>=3      not built for seeds [1]" in table(report)
+    results[0] = {"base": results[0]["base"], "g=1": results[0]["g=1"]}
+    lonely = summarise(gap, results)
+    assert lonely["arms"]["g>=3"] == {"seeds": []}
+    assert lonely["claims"][0] == {"claim": "g>=3 > g=1", "difference": None, "verdicts": None,
+                                   "verdict": "not built (no seed has both arms)"}
+    assert list(figure_data(lonely)["arms"]) == ["base", "g=1"]
+    assert "| g>=3 |" not in readme_tables(lonely) and "| g>=3 > g=1 | — | — | — | not built" in readme_tables(lonely)

@@ -16,6 +16,11 @@ def test_metrics_by_hand():
     assert ssr(SESSIONS) == pytest.approx((1 / 3 + 1 + 0) / 3)
 
 
-def test_bootstrap_interval_brackets_the_estimate():
-    ci = bootstrap_ci95(SESSIONS * 10, rounds=300)
-    assert ci["ISR"][0] <= isr(SESSIONS) <= ci["ISR"][1]
+def test_bootstrap_interval_by_hand():
+    # sessions all alike: every resample is the same, so the interval is the value itself
+    assert bootstrap_ci95([[[True, False], [True]]] * 7) == {"CSR": [0.6667, 0.6667], "ISR": [0.5, 0.5],
+                                                             "SSR": [0.0, 0.0]}
+    # one followed and one failed one-turn session: a resample of two is 0, 1/2 or 1 with probability
+    # 1/4, 1/2, 1/4, so the 2.5th and 97.5th percentiles of 1000 are 0 and 1
+    ci = bootstrap_ci95([[[True]], [[False]]])
+    assert ci == {"CSR": [0.0, 1.0], "ISR": [0.0, 1.0], "SSR": [0.0, 1.0]}

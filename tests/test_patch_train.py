@@ -6,17 +6,20 @@ mean softplus(β·γ·g) over the batch (log 2 without a margin).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 from rpo.utils.tiny_model import build_tiny_model
+from rpo_llamafactory.errors import RPOError
 
 BIN = Path(sys.executable).parent
 BETA = 0.1
@@ -109,7 +112,7 @@ def train(workspace: Path, output: str, env: dict | None = None, **overrides) ->
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     proc = subprocess.run(
         [str(BIN / "llamafactory-cli"), "train", str(config_path)],
-        cwd=workspace, env=full_env, capture_output=True, text=True, timeout=600,
+        cwd=workspace, env=full_env, capture_output=True, text=True, timeout=600, check=False,
     )
     state_path = Path(config["output_dir"]) / "trainer_state.json"
     steps = []
@@ -118,83 +121,146 @@ def train(workspace: Path, output: str, env: dict | None = None, **overrides) ->
     return proc, steps
 
 
+PLAIN_FOUR_STEPS = {"dataset": "plain", "max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 5e-3}
+RUNS: dict[str, tuple[dict, dict]] = {  # name: (environment, config overrides)
+    "graded": ({}, {"rpo_gamma": 0.5}),
+    "smoothing": ({}, {"rpo_gamma": 0.5, "dpo_label_smoothing": 0.1}),
+    "log2_graded": ({}, {"rpo_gamma": 0.0}),
+    "plain_off": ({"RPO_PATCH_DISABLE": "1"}, PLAIN_FOUR_STEPS),
+    "plain_on": ({}, PLAIN_FOUR_STEPS),
+    "plain_gamma": ({}, {**PLAIN_FOUR_STEPS, "rpo_gamma": 0.5}),
+    "simpo": ({}, {"pref_loss": "simpo", "rpo_gamma": 0.5, "simpo_gamma": 0.5}),
+    "refused": ({}, {"dataset": "negative", "rpo_gamma": 0.5}),
+    "misspelt": ({}, {"rpo_gama": 0.05}),
+    "ab_off": ({"RPO_PATCH_DISABLE": "1"}, {"rpo_gamma": 0.5}),
+    "ipo_plain": ({}, {"dataset": "plain", "pref_loss": "ipo", "rpo_gamma": 0.5}),
+    "torchrun": ({"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
+                 {"dataset": "constant4", "rpo_gamma": 0.5, "per_device_train_batch_size": 4}),
+}
+"""Every `llamafactory-cli train` the tests below read, run two at a time by the `trained` fixture."""
+
+
+@pytest.fixture(scope="module")
+def trained(workspace) -> dict[str, tuple[subprocess.CompletedProcess, list]]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda name: train(workspace, name, RUNS[name][0], **RUNS[name][1]), RUNS)
+        return dict(zip(RUNS, results))
+
+
 def _ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_first_step_loss_is_mean_softplus_of_margin(workspace):
-    gamma = 0.5
-    proc, steps = train(workspace, "graded", rpo_gamma=gamma)
+def test_first_step_loss_is_mean_softplus_of_margin(trained):
+    gamma = RUNS["graded"][1]["rpo_gamma"]
+    proc, steps = trained["graded"]
     _ok(proc)
     expected = sum(softplus(BETA * gamma * g) for g in range(8)) / 8
     assert steps[0]["loss"] == pytest.approx(expected, abs=1e-4)
     assert steps[0]["rpo/margin_mean"] == pytest.approx(3.5)
 
 
-def test_first_step_loss_with_label_smoothing(workspace):
-    gamma, eps = 0.5, 0.1
-    proc, steps = train(workspace, "smoothing", rpo_gamma=gamma, dpo_label_smoothing=eps)
+def test_first_step_loss_with_label_smoothing(trained):
+    gamma, eps = RUNS["smoothing"][1]["rpo_gamma"], RUNS["smoothing"][1]["dpo_label_smoothing"]
+    proc, steps = trained["smoothing"]
     _ok(proc)
     expected = sum((1 - eps) * softplus(BETA * gamma * g) + eps * softplus(-BETA * gamma * g) for g in range(8)) / 8
     assert steps[0]["loss"] == pytest.approx(expected, abs=1e-4)
 
 
-@pytest.mark.parametrize(("dataset", "gamma"), [("graded", 0.0), ("plain", 0.5)])
-def test_first_step_loss_is_log2_without_effective_margin(workspace, dataset, gamma):
-    proc, steps = train(workspace, f"log2_{dataset}", dataset=dataset, rpo_gamma=gamma)
+def test_first_step_loss_is_log2_with_gamma_zero(trained):
+    proc, steps = trained["log2_graded"]
     _ok(proc)
     assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
 
 
-def test_no_margin_column_is_bit_identical_to_unpatched(workspace):
-    common = dict(dataset="plain", max_steps=4, per_device_train_batch_size=2, learning_rate=5e-3)
-    proc_off, steps_off = train(workspace, "plain_off", env={"RPO_PATCH_DISABLE": "1"}, **common)
-    proc_on, steps_on = train(workspace, "plain_on", **common)
-    proc_gamma, steps_gamma = train(workspace, "plain_gamma", rpo_gamma=0.05, **common)
+def test_no_margin_column_is_bit_identical_to_unpatched(trained):
+    """Without a margin column, the patched trainer with any γ is LLaMA-Factory's, bit for bit (and its
+    first step, Δ = 0, costs log 2)."""
+    (proc_off, steps_off), (proc_on, steps_on), (proc_gamma, steps_gamma) = (
+        trained[name] for name in ("plain_off", "plain_on", "plain_gamma"))
     for proc in (proc_off, proc_on, proc_gamma):
         _ok(proc)
     losses_off = [s["loss"] for s in steps_off]
     assert len(losses_off) == 4 and len(set(losses_off)) > 1  # training moved
     assert [s["loss"] for s in steps_on] == losses_off
     assert [s["loss"] for s in steps_gamma] == losses_off
+    assert steps_gamma[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert "rpo/margin_mean" not in steps_off[0]
 
 
-def test_simpo_with_margin_trains_and_logs_margin(workspace):
-    proc, steps = train(workspace, "simpo", pref_loss="simpo", rpo_gamma=0.5, simpo_gamma=0.5)
+def test_simpo_with_margin_trains_and_logs_margin(trained):
+    proc, steps = trained["simpo"]
     _ok(proc)
     assert steps[0]["rpo/margin_mean"] == pytest.approx(3.5)
     assert math.isfinite(steps[0]["loss"])
 
 
+def _prepare_dpo(workspace: Path, **overrides) -> None:
+    """What `llamafactory-cli train` does before the weights load, in this process and with the patch that
+    the start-up hook installed: read the arguments, fit the template to the tokenizer, load, align and
+    tokenise the dataset, and create the DPO trainer (without a model: the refusals come first)."""
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments, FinetuningArguments, ModelArguments
+    from llamafactory.model import load_tokenizer
+    from llamafactory.train.dpo.trainer import CustomDPOTrainer
+    from transformers import Seq2SeqTrainingArguments
+
+    config = _config(workspace, "prepared", **overrides)
+    fields = {cls: {f.name for f in dataclasses.fields(cls)}
+              for cls in (ModelArguments, DataArguments, Seq2SeqTrainingArguments, FinetuningArguments)}
+    model_args, data_args, training_args, finetuning_args = (
+        cls(**{key: value for key, value in config.items() if key in names}) for cls, names in fields.items()
+    )
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    dataset_module = get_dataset(template, model_args, data_args, training_args, stage="rm", **tokenizer_module)
+    CustomDPOTrainer(model=None, ref_model=None, args=training_args, finetuning_args=finetuning_args,
+                     **dataset_module)
+    raise AssertionError("no refusal")
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"pref_loss": "ipo", "rpo_gamma": 0.5}, "rpo_gamma > 0 with a margin column supports pref_loss in ['sigmoid', 'simpo'], got pref_loss: ipo"),
+        ({"pref_loss": "ipo", "rpo_gamma": 0.5},
+         ("rpo_gamma > 0 with a margin column supports pref_loss in ['sigmoid', 'simpo'], got pref_loss: ipo "
+          "(set rpo_gamma: 0 or change pref_loss)")),
         ({"rpo_gamma": -0.1}, "rpo_gamma must be a finite number >= 0, got -0.1"),
-        ({"dataset": "negative", "rpo_gamma": 0.5}, "dataset 'negative' (negative.json): row 3: margin column 'margin' is negative (-1)"),
+        ({"dataset": "negative", "rpo_gamma": 0.5},
+         "dataset 'negative' (negative.json): row 3: margin column 'margin' is negative (-1)"),
         ({"dataset": "nan", "rpo_gamma": 0.5}, "dataset 'nan' (nan.json): row 2: margin column 'margin' is NaN"),
-        ({"dataset": "text", "rpo_gamma": 0.5}, "dataset 'text' (text.json): row 1: margin column 'margin' is not a number"),
-        ({"dataset": "missing", "rpo_gamma": 0.5}, "dataset 'missing' (missing.json): row 5: margin column 'margin' is missing"),
+        ({"dataset": "text", "rpo_gamma": 0.5},
+         "dataset 'text' (text.json): row 1: margin column 'margin' is not a number ('two')"),
+        ({"dataset": "missing", "rpo_gamma": 0.5},
+         "dataset 'missing' (missing.json): row 5: margin column 'margin' is missing"),
         ({"dataset": "infinite", "rpo_gamma": 0.5},
          "dataset 'infinite' (infinite.json): row 4: margin column 'margin' is not finite (inf)"),
         ({"dataset": "huge", "rpo_gamma": 0.5},
-         "dataset 'huge' (huge.json): row 1: margin column 'margin' is 1e+308, above the bound 1000 "
-         "(a margin counts failed constraints)"),
+         ("dataset 'huge' (huge.json): row 1: margin column 'margin' is 1e+308, above the bound 1000 "
+          "(a margin counts failed constraints)")),
         ({"dataset": "unmapped", "rpo_gamma": 0.05},
-         "dataset 'unmapped' (plain.json): dataset_info.json maps margin to column 'score', which the data does "
-         "not have (columns: conversations, chosen, rejected)"),
+         ("dataset 'unmapped' (plain.json): dataset_info.json maps margin to column 'score', which the data "
+          "does not have (columns: conversations, chosen, rejected)")),
     ],
 )
 def test_refusals_name_the_problem(workspace, overrides, message):
-    proc, _ = train(workspace, "refused", **overrides)
+    with pytest.raises(RPOError) as refused:
+        _prepare_dpo(workspace, **overrides)
+    assert str(refused.value) == message
+
+
+def test_cli_prints_a_refusal_as_one_line(trained):
+    """The refusals above, through the CLI: one `[rpo] error:` line, no traceback, a non-zero exit."""
+    proc, _ = trained["refused"]
     assert proc.returncode != 0
-    assert f"[rpo] error: {message}" in proc.stderr
+    assert "[rpo] error: dataset 'negative' (negative.json): row 3: margin column 'margin' is negative (-1)\n" in (
+        proc.stderr)
     assert "Traceback" not in proc.stderr
 
 
-def test_misspelt_key_names_the_nearest_valid_one(workspace):
-    proc, _ = train(workspace, "misspelt", rpo_gama=0.05)
+def test_misspelt_key_names_the_nearest_valid_one(workspace, trained):
+    proc, _ = trained["misspelt"]
     assert proc.returncode != 0
     message = f"[rpo] error: {workspace / 'misspelt.yaml'}: unknown key 'rpo_gama' (did you mean 'rpo_gamma'?)"
     assert [line for line in proc.stderr.splitlines() if "rpo_gama" in line] == [message]
@@ -202,21 +268,28 @@ def test_misspelt_key_names_the_nearest_valid_one(workspace):
 
 
 def test_template_tokens_outside_the_vocabulary_are_refused(workspace):
-    """The tiny tokenizer speaks chatml; llama3's stop words are new tokens past its embedding."""
+    """The tiny tokenizer speaks chatml; llama3's stop words are new tokens past its embedding. The model
+    loader refuses before any weight loads (upstream trains into a bare IndexError)."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments, FinetuningArguments, ModelArguments
+    from llamafactory.model import load_model, load_tokenizer
+
+    model_args = ModelArguments(model_name_or_path=str(workspace / "model"))
+    tokenizer = load_tokenizer(model_args)["tokenizer"]
+    get_template_and_fix_tokenizer(tokenizer, DataArguments(template="llama3"))
     vocabulary = json.loads((workspace / "model" / "config.json").read_text())["vocab_size"]
-    proc, _ = train(workspace, "llama3_template", template="llama3")
-    assert proc.returncode != 0
-    assert (
-        f"[rpo] error: template 'llama3' adds tokens that {workspace / 'model'} does not have "
+    with pytest.raises(RPOError) as refused:
+        load_model(tokenizer, model_args, FinetuningArguments(stage="dpo"), is_trainable=True)
+    assert str(refused.value) == (
+        f"template 'llama3' adds tokens that {workspace / 'model'} does not have "
         f"(<|eot_id|>, <|eom_id|>; ids from {vocabulary}, vocabulary size {vocabulary}): use the template that "
         "matches the model's tokenizer, or set resize_vocab: true to train new embeddings"
-    ) in proc.stderr
-    assert "Traceback" not in proc.stderr and "IndexError" not in proc.stderr
+    )
 
 
-def test_disabled_patch_accepts_rpo_gamma_and_trains_without_margin(workspace):
+def test_disabled_patch_accepts_rpo_gamma_and_trains_without_margin(trained):
     """One YAML serves both arms of an A/B run: with the patch off, rpo_gamma is dropped with a warning."""
-    proc, steps = train(workspace, "ab_off", env={"RPO_PATCH_DISABLE": "1"}, rpo_gamma=0.5)
+    proc, steps = trained["ab_off"]
     _ok(proc)
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("[rpo]")]
     assert warnings == [
@@ -226,8 +299,8 @@ def test_disabled_patch_accepts_rpo_gamma_and_trains_without_margin(workspace):
     assert "rpo/margin_mean" not in steps[0]
 
 
-def test_other_losses_without_margin_still_train(workspace):
-    proc, _ = train(workspace, "ipo_plain", dataset="plain", pref_loss="ipo", rpo_gamma=0.5)
+def test_other_losses_without_margin_still_train(trained):
+    proc, _ = trained["ipo_plain"]
     _ok(proc)
 
 
@@ -239,19 +312,17 @@ def test_python_api_applies_the_margin(workspace):
         run_exp({config!r})
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=workspace, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=workspace, capture_output=True, text=True, timeout=600,
+                          check=False)
     _ok(proc)
     state = json.loads((Path(config["output_dir"]) / "trainer_state.json").read_text())
     expected = sum(softplus(BETA * 0.5 * g) for g in range(8)) / 8
     assert state["log_history"][0]["loss"] == pytest.approx(expected, abs=1e-4)
 
 
-def test_torchrun_workers_apply_the_margin(workspace):
-    gamma = 0.5
-    proc, steps = train(
-        workspace, "torchrun", env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
-        dataset="constant4", rpo_gamma=gamma, per_device_train_batch_size=4,
-    )
+def test_torchrun_workers_apply_the_margin(trained):
+    gamma = RUNS["torchrun"][1]["rpo_gamma"]
+    proc, steps = trained["torchrun"]
     _ok(proc)
     assert "world size: 2" in proc.stderr + proc.stdout
     assert steps[0]["loss"] == pytest.approx(softplus(BETA * gamma * 4), abs=1e-4)
@@ -266,7 +337,7 @@ def test_refuses_an_unsupported_llamafactory_version(tmp_path):
     (fake / "extras" / "env.py").write_text('VERSION = "0.9.9"\n')
     proc = subprocess.run(
         [sys.executable, "-c", "import llamafactory.extras.env"],
-        env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, timeout=60, check=False,
     )
     assert proc.returncode != 0
     assert "supports llamafactory==0.9.5 but llamafactory==0.9.9 is installed" in proc.stderr
@@ -282,26 +353,25 @@ def test_trainer_is_importable_first_and_still_installed():
         "print(CustomDPOTrainer is MarginDPOTrainer, MarginDPOTrainer.__module__,\n"
         "      PATCH_POINTS['llamafactory.train.dpo.trainer'] is patch.patch_dpo_trainer)"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "True rpo_llamafactory.trainer True"
 
 
 def test_rpo_gamma_help_sets_it_apart_from_trl_rpo_alpha():
-    script = (
-        "import llamafactory.hparams as h\n"
-        "print(h.FinetuningArguments.__dataclass_fields__['rpo_gamma'].metadata['help'])"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert "Unrelated to TRL's `rpo_alpha`" in proc.stdout and "SPEC" not in proc.stdout
+    from llamafactory.hparams import FinetuningArguments
+
+    help_text = FinetuningArguments.__dataclass_fields__["rpo_gamma"].metadata["help"]
+    assert "Unrelated to TRL's `rpo_alpha`" in help_text and "SPEC" not in help_text
 
 
 def test_disable_switch_leaves_llamafactory_untouched():
+    from llamafactory.hparams import FinetuningArguments
+
+    assert "rpo_gamma" in FinetuningArguments.__dataclass_fields__  # this process: the patch is on
     script = "import llamafactory.hparams as h; print('rpo_gamma' in h.FinetuningArguments.__dataclass_fields__)"
-    on = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     off = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "RPO_PATCH_DISABLE": "1"},
     )
-    assert on.stdout.strip().splitlines()[-1] == "True"
     assert off.stdout.strip().splitlines()[-1] == "False"

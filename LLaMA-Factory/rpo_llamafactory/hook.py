@@ -79,12 +79,6 @@ def _installed_finder() -> _PatchFinder | None:
     return next((finder for finder in sys.meta_path if isinstance(finder, _PatchFinder)), None)
 
 
-def patch_installed() -> bool:
-    """Whether the full margin patch (not the `RPO_PATCH_DISABLE=1` remnant) is active in this process."""
-    finder = _installed_finder()
-    return finder is not None and finder.points == PATCH_POINTS
-
-
 def install(points: Mapping[str, PatchFunction] = PATCH_POINTS) -> None:
     """Register the hook (idempotent). Must run before llamafactory is imported."""
     if _installed_finder() is not None:

@@ -21,7 +21,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from rpo_llamafactory.columns import ALIGNED_MARGIN_COLUMN, DATASET_MARGIN_COLUMN, MARGIN_FEATURE
+from rpo_llamafactory.columns import (
+    ALIGNED_MARGIN_COLUMN,
+    DATASET_MARGIN_COLUMN,
+    MARGIN_FEATURE,
+    MARGIN_TRAINER_WANTED,
+)
 from rpo_llamafactory.errors import RPOError, install_excepthook
 
 SUPPORTED_LLAMAFACTORY = "0.9.5"
@@ -382,6 +387,8 @@ def patch_dpo_workflow(module: ModuleType) -> None:
 
 
 def patch_dpo_trainer(module: ModuleType) -> None:
-    """Swap in `rpo_llamafactory.trainer.MarginDPOTrainer`: that module replaces this one's
-    `CustomDPOTrainer` once its subclass is defined (see there why the swap is made on its side)."""
+    """Swap in `rpo_llamafactory.trainer.MarginDPOTrainer`: mark the module as wanting it, then import
+    the trainer module, which replaces this one's `CustomDPOTrainer` once its subclass is defined
+    (see there why the swap is made on its side)."""
+    setattr(module, MARGIN_TRAINER_WANTED, True)
     importlib.import_module("rpo_llamafactory.trainer")

@@ -11,9 +11,8 @@ from typing import Any
 import torch
 from llamafactory.train.dpo import trainer as upstream
 
-from rpo_llamafactory.columns import MARGIN_FEATURE
+from rpo_llamafactory.columns import MARGIN_FEATURE, MARGIN_TRAINER_WANTED
 from rpo_llamafactory.errors import RPOError
-from rpo_llamafactory.hook import patch_installed
 from rpo_llamafactory.loss import MARGIN_LOSSES, margin_dpo_loss, margin_simpo_loss
 
 
@@ -82,7 +81,7 @@ class MarginDPOTrainer(upstream.CustomDPOTrainer):
         )
 
 
-if patch_installed():
+if getattr(upstream, MARGIN_TRAINER_WANTED, False):
     # Made here rather than in the hook's patch function: this module may itself be what first imports
-    # llamafactory's trainer module, and the hook then runs before the class above exists.
+    # llamafactory's trainer module, and the patch function then runs before the class above exists.
     upstream.CustomDPOTrainer = MarginDPOTrainer

@@ -34,6 +34,7 @@ from rpo.eval.metrics import Session
 from rpo.utils.dataset_registry import register_dataset
 from rpo.utils.io import JsonArrayWriter, write_json
 from rpo.utils.pairs.build import (
+    EmptyGapBucket,
     build_dpo_dataset,
     build_kto_dataset,
     build_rpo_dataset,
@@ -49,6 +50,10 @@ RPO_DATA = ("all", "gap_ge3", "gap_2", "gap_1")
 # Held-out results depend on these besides the base and the preference samples.
 EVAL_FIELDS = ("eval_profiles", "max_new_tokens")
 TRAIN_FIELDS = ("pref_steps", "pref_lr")
+
+
+class EmptyArmData(RuntimeError):
+    """The seed's samples give an arm no training records (a gap bucket with no pairs, say)."""
 
 
 @dataclass(frozen=True)
@@ -153,12 +158,15 @@ def arm_dataset(arm: Arm, detail: Path, data_dir: Path, seed: int) -> tuple[str,
         build_rpo_dataset(detail, data_dir, name, prompt_constraints=arm.prompt_constraints,
                           max_pairs=arm.max_pairs, seed=seed)
     else:
-        build_rpo_gap_buckets(detail, data_dir, "demo_rpo", prompt_constraints=arm.prompt_constraints,
-                              max_pairs=arm.max_pairs, seed=seed)
+        try:
+            build_rpo_gap_buckets(detail, data_dir, "demo_rpo", prompt_constraints=arm.prompt_constraints,
+                                  max_pairs=arm.max_pairs, seed=seed)
+        except EmptyGapBucket as err:  # a bucket without pairs: every bucket would be empty
+            raise EmptyArmData(str(err)) from None
         name = f"demo_rpo_{arm.data}"
     records = len(json.loads((data_dir / f"{name}.json").read_text()))
     if records == 0:
-        raise RuntimeError(f"arm {arm.name}: no training records were built from {detail}")
+        raise EmptyArmData(f"no training records were built from {detail}")
     return name, records
 
 

@@ -21,15 +21,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from rpo.demo.arms import Arm, SeedParts, judged_result, result_path, run_arm, seed_parts, train_arm
+from rpo.demo.arms import (
+    Arm,
+    EmptyArmData,
+    SeedParts,
+    judged_result,
+    result_path,
+    run_arm,
+    seed_parts,
+    train_arm,
+)
 from rpo.demo.pipeline import FULL, QUICK, Budget, fingerprint, sample_detail
-from rpo.eval.metrics import METRICS, Session, paired_difference, score
+from rpo.eval.metrics import METRICS, Session, bootstrap_ci95, paired_difference, score
 from rpo.utils import cli
-from rpo.utils.io import InputError, exit_on_input_error, output_lock, write_json
+from rpo.utils.io import InputError, atomic_write, exit_on_input_error, output_lock, write_json
 from rpo.utils.pairs.build import build_rpo_dataset
 
 METRIC_NAMES = tuple(METRICS)
 QUICK_NOTE = "QUICK mode is a smoke test at toy size: these numbers mean nothing."
+ONLINE_RESULT_VERSION = 2  # 2: each round keeps its judged sessions (the curve's intervals)
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,7 @@ def run_online(parts: SeedParts, budget: Budget, rounds: int, keep: bool) -> dic
     for `pref_steps` on a sample of the whole base detail with as many pairs as the rounds used.
     """
     key = fingerprint([parts.key, {name: getattr(budget, name) for name in ("pref_steps", "pref_lr", "rpo_gamma")},
-                       rounds])
+                       rounds, ONLINE_RESULT_VERSION])
     root = parts.work / "online" / key
     finished = root / "result.json"
     if finished.exists():
@@ -143,7 +153,8 @@ def run_online(parts: SeedParts, budget: Budget, rounds: int, keep: bool) -> dic
             shutil.rmtree(root / f"round{number}" / "model", ignore_errors=True)
     rounds_summary = [
         {"round": entry["round"], "steps": entry["steps"], "records": entry["records"],
-         "metrics": {name: round(value, 4) for name, value in score(entry["judged"]["own"]).items()}}
+         "metrics": {name: round(value, 4) for name, value in score(entry["judged"]["own"]).items()},
+         "judged": entry["judged"]["own"]}
         for entry in curve
     ]
     online = {**curve[-1], "records": used, "rounds": rounds_summary}
@@ -158,9 +169,15 @@ def run_seed(experiment: Experiment, parts: SeedParts, budget: Budget, jobs: int
     to_train = [arm for arm in plain if arm.method != "base" and not result_path(parts, arm, budget).exists()]
     workers = max(1, min(jobs, len(to_train)))
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    def built(arm: Arm) -> dict | None:
+        try:
+            return run_arm(arm, parts, budget, keep, threads)
+        except EmptyArmData as err:
+            print(f"{parts.desc}: arm {arm.name} not built: {err}; the other arms go on", flush=True)
+            return None
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = dict(zip((arm.name for arm in plain),
-                           pool.map(lambda arm: run_arm(arm, parts, budget, keep, threads), plain)))
+        results = {arm.name: result for arm, result in zip(plain, pool.map(built, plain)) if result is not None}
     if experiment.name == "online":  # one round after the other: each training gets every core
         results.update(run_online(parts, budget, rounds, keep))
     return results
@@ -185,14 +202,30 @@ def claim_verdict(per_metric: dict[str, str]) -> str:
     return "inconclusive"
 
 
-def paired(judged: dict[int, dict[str, list[Session]]], first: str, second: str) -> dict[str, dict]:
-    """Paired differences first − second over seeds × held-out sessions, per metric."""
-    units = [pair for seed in judged for pair in zip(judged[seed][first], judged[seed][second], strict=True)]
+def paired(judged: dict[int, dict[str, list[Session]]], first: str, second: str) -> dict[str, dict] | None:
+    """Paired differences first − second over seeds × held-out sessions, per metric, from the seeds
+    where both arms were built (None when there is none)."""
+    seeds = [seed for seed in judged if first in judged[seed] and second in judged[seed]]
+    if not seeds:
+        return None
+    units = [pair for seed in seeds for pair in zip(judged[seed][first], judged[seed][second], strict=True)]
     return {name: paired_difference(units, name) for name in METRIC_NAMES}
 
 
+def interval_over_sessions(per_seed: list[list[Session]]) -> dict[str, list[float]]:
+    """95% bootstrap interval of each metric's mean over seeds, resampling the held-out sessions: every
+    seed is scored on the same sessions, so a session is drawn with its answers under every seed."""
+    units = list(zip(*per_seed, strict=True))
+
+    def mean_over_seeds(metric):
+        return lambda drawn: statistics.fmean(metric([unit[k] for unit in drawn]) for k in range(len(per_seed)))
+
+    return bootstrap_ci95(units, {name: mean_over_seeds(metric) for name, metric in METRICS.items()})
+
+
 def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> dict:
-    """Per seed and arm metrics; per arm mean, sd and paired difference to the reference; claims."""
+    """Per seed and arm metrics; per arm mean, sd, 95% interval and paired difference to the reference;
+    claims. An arm that some seed could not build is summarised over the seeds that built it."""
     seeds = sorted(results)
     shared = {}
     for seed in seeds:
@@ -209,17 +242,25 @@ def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> di
     }
     arms = {}
     for arm in (a.name for a in experiment.arms):
-        values = [per_seed[str(seed)][arm] for seed in seeds]
-        entry: dict = {name: round(statistics.fmean(v[name] for v in values), 4) for name in METRIC_NAMES}
-        entry["sd"] = {name: round(statistics.stdev(v[name] for v in values), 4) if len(values) > 1 else 0.0
-                       for name in METRIC_NAMES}
-        entry["records"] = round(statistics.fmean(v["records"] for v in values), 1)
-        if arm != experiment.reference:
-            entry["vs_reference"] = paired(judged, arm, experiment.reference)
+        built = [seed for seed in seeds if arm in judged[seed]]
+        entry: dict = {"seeds": built}
+        if built:
+            values = [per_seed[str(seed)][arm] for seed in built]
+            entry.update({name: round(statistics.fmean(v[name] for v in values), 4) for name in METRIC_NAMES})
+            entry["sd"] = {name: round(statistics.stdev(v[name] for v in values), 4) if len(values) > 1 else 0.0
+                           for name in METRIC_NAMES}
+            entry["ci95"] = interval_over_sessions([judged[seed][arm] for seed in built])
+            entry["records"] = round(statistics.fmean(v["records"] for v in values), 1)
+            if arm != experiment.reference and (difference := paired(judged, arm, experiment.reference)):
+                entry["vs_reference"] = difference
         arms[arm] = entry
     claims = []
     for better, worse in experiment.claims:
         differences = paired(judged, better, worse)
+        if differences is None:
+            claims.append({"claim": f"{better} > {worse}", "difference": None, "verdicts": None,
+                           "verdict": "not built (no seed has both arms)"})
+            continue
         per_metric = {name: verdict(differences[name]["ci95"]) for name in METRIC_NAMES}
         claims.append({"claim": f"{better} > {worse}", "difference": differences, "verdicts": per_metric,
                        "verdict": claim_verdict(per_metric)})
@@ -227,8 +268,17 @@ def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> di
                     "reference": experiment.reference, "arms": arms, "claims": claims, "per_seed": per_seed,
                     "shared": shared}
     if experiment.name == "online":
-        report["curve"] = {str(seed): results[seed]["online"]["rounds"] for seed in seeds}
+        curves = {seed: results[seed]["online"]["rounds"] for seed in seeds}
+        report["curve"] = {str(seed): [{key: value for key, value in entry.items() if key != "judged"}
+                                       for entry in curve] for seed, curve in curves.items()}
+        report["curve_ci95"] = [interval_over_sessions([curves[seed][k]["judged"] for seed in seeds])
+                                for k in range(len(curves[seeds[0]]))]
     return report
+
+
+def built_arms(report: dict) -> dict[str, dict]:
+    """The arms some seed built, in the experiment's order."""
+    return {name: arm for name, arm in report["arms"].items() if arm["seeds"]}
 
 
 def table(report: dict) -> str:
@@ -237,13 +287,16 @@ def table(report: dict) -> str:
               (f"seeds {report['seeds']}, {report['eval_sessions']} held-out sessions each ({report['split']}), "
                f"own history; mean ± sd over seeds; {report['minutes']} min"), ""]
     lines.append(f"{'arm':<10}" + "".join(f"{name:>16}" for name in METRIC_NAMES) + f"{'records':>9}")
-    for name, arm in report["arms"].items():
+    for name, arm in built_arms(report).items():
         cells = "".join(f"{arm[m]:>9.3f} ± {arm['sd'][m]:.3f}" for m in METRIC_NAMES)
         lines.append(f"{name:<10}{cells}{arm['records']:>9.0f}")
+    missing = {name: arm["seeds"] for name, arm in report["arms"].items() if arm["seeds"] != report["seeds"]}
+    for name, seeds in missing.items():
+        lines.append(f"{name:<10}not built for seeds {sorted(set(report['seeds']) - set(seeds))}")
     lines += ["", "paired difference, 95% interval over seeds × sessions:"]
     for claim in report["claims"]:
         cells = "  ".join(f"{m} {d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-                          for m, d in claim["difference"].items())
+                          for m, d in (claim["difference"] or {}).items())
         lines.append(f"  {claim['claim']:<16} {cells}  -> {claim['verdict']}")
     if "curve" in report:
         lines += ["", "online RPO per round (mean over seeds):"]
@@ -253,55 +306,107 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def points(value: float) -> str:
+    """A difference of rates in points, signed, with a true minus sign (the README's style)."""
+    return f"{100 * value:+.1f}".replace("-", "\u2212")
+
+
+def readme_tables(report: dict) -> str:
+    """The README's two tables for the report: each arm's mean ± sd over seeds, and each claim's paired
+    difference in points with its 95% interval and verdict (Markdown, written beside the JSON)."""
+    lines = ["| arm | " + " | ".join(METRIC_NAMES) + " | training records (mean) |",
+             "|---|" + "---|" * (len(METRIC_NAMES) + 1)]
+    for name, arm in built_arms(report).items():
+        cells = " | ".join(f"{arm[m]:.3f} ± {arm['sd'][m]:.3f}" for m in METRIC_NAMES)
+        records = f"{arm['records']:,.0f}" if arm["records"] else "—"
+        lines.append(f"| {name} | {cells} | {records} |")
+    lines += ["", "| claim (points, 95% interval) | " + " | ".join(METRIC_NAMES) + " | verdict |",
+              "|---|" + "---|" * (len(METRIC_NAMES) + 1)]
+    for claim in report["claims"]:
+        differences = claim["difference"]
+        cells = " | ".join(
+            f"{points(differences[m]['diff'])} [{points(differences[m]['ci95'][0])}, "
+            f"{points(differences[m]['ci95'][1])}]" if differences else "—"
+            for m in METRIC_NAMES
+        )
+        lines.append(f"| {claim['claim']} | {cells} | {claim['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
 def mean_curve(report: dict) -> list[dict]:
-    """The online rounds' metrics averaged over seeds, with round 0 the base."""
+    """The online rounds' metrics averaged over seeds with their 95% intervals, round 0 being the base."""
     seeds = list(report["curve"])
     base = report["arms"]["base"]
-    points = [{"round": 0, "records": 0, "steps": 0, **{m: base[m] for m in METRIC_NAMES}}]
+    points = [{"round": 0, "records": 0, "steps": 0, **{m: base[m] for m in METRIC_NAMES}, "ci95": base["ci95"]}]
     for k, first in enumerate(report["curve"][seeds[0]]):
         rounds = [report["curve"][seed][k] for seed in seeds]
         points.append({"round": first["round"], "steps": first["steps"],
                        "records": statistics.fmean(r["records"] for r in rounds),
-                       **{m: statistics.fmean(r["metrics"][m] for r in rounds) for m in METRIC_NAMES}})
+                       **{m: round(statistics.fmean(r["metrics"][m] for r in rounds), 4) for m in METRIC_NAMES},
+                       "ci95": report["curve_ci95"][k]})
     return points
 
 
+def figure_data(report: dict) -> dict:
+    """What the figure draws, read from the report alone: per arm (or online round) and metric the value
+    with its 95% interval, and per claim and metric the paired difference with its 95% interval."""
+    data: dict = {"differences": [
+        {"label": f"{claim['claim']} {metric}", "metric": metric, "diff": claim["difference"][metric]["diff"],
+         "ci95": claim["difference"][metric]["ci95"]}
+        for claim in report["claims"] if claim["difference"] for metric in METRIC_NAMES
+    ]}
+    if "curve" in report:
+        data["curve"] = [{"round": p["round"], **{m: {"value": p[m], "ci95": p["ci95"][m]} for m in METRIC_NAMES}}
+                         for p in mean_curve(report)]
+        data["offline"] = {m: report["arms"]["offline"][m] for m in METRIC_NAMES}
+    else:
+        data["arms"] = {name: {m: {"value": arm[m], "ci95": arm["ci95"][m]} for m in METRIC_NAMES}
+                        for name, arm in built_arms(report).items()}
+    return data
+
+
+def error_bars(entries: list[dict]) -> list[list[float]]:
+    """Matplotlib's asymmetric `yerr`/`xerr` for values with their intervals."""
+    return [[e["value"] - e["ci95"][0] for e in entries], [e["ci95"][1] - e["value"] for e in entries]]
+
+
 def figure(report: dict, path: Path) -> None:
-    """Left: each arm's metrics (mean, sd over seeds), or the online curve; right: the claims'
-    paired differences with their 95% intervals."""
+    """Left: each arm's metrics, or the online curve, with 95% intervals over held-out sessions; right:
+    the claims' paired differences with their 95% intervals over seeds × sessions."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    data = figure_data(report)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    names = list(report["arms"])
-    if "curve" in report:
-        points = mean_curve(report)
+    if "curve" in data:
+        rounds = [p["round"] for p in data["curve"]]
         for k, metric in enumerate(METRIC_NAMES):
-            line = left.plot([p["round"] for p in points], [p[metric] for p in points], marker="o", label=metric)
-            left.axhline(report["arms"]["offline"][metric], color=line[0].get_color(), linestyle="--",
-                         linewidth=1, label=f"{metric} offline" if k == 0 else None)
+            entries = [p[metric] for p in data["curve"]]
+            line = left.errorbar(rounds, [e["value"] for e in entries], yerr=error_bars(entries), marker="o",
+                                 capsize=3, label=metric)
+            left.axhline(data["offline"][metric], color=line[0].get_color(), linestyle="--", linewidth=1,
+                         label=f"{metric} offline" if k == 0 else None)
         left.set_xlabel("round (0: base)")
-        left.legend(fontsize=8)
     else:
-        width = 0.8 / len(names)
+        names = list(data["arms"])
+        width = 0.8 / max(1, len(names))
         for i, name in enumerate(names):
-            arm = report["arms"][name]
+            entries = [data["arms"][name][m] for m in METRIC_NAMES]
             left.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(METRIC_NAMES))],
-                     [arm[m] for m in METRIC_NAMES], width, yerr=[arm["sd"][m] for m in METRIC_NAMES],
-                     capsize=2, label=name)
+                     [e["value"] for e in entries], width, yerr=error_bars(entries), capsize=2, label=name)
         left.set_xticks(range(len(METRIC_NAMES)), METRIC_NAMES)
-        left.legend(fontsize=8)
+    left.legend(fontsize=8)
     left.set_ylim(0, 1)
-    left.set_ylabel("rate (sd over seeds)")
-    rows = [(claim["claim"], metric, claim["difference"][metric]) for claim in report["claims"]
-            for metric in METRIC_NAMES]
-    for y, (label, metric, d) in enumerate(rows):
-        right.errorbar(d["diff"], y, xerr=[[d["diff"] - d["ci95"][0]], [d["ci95"][1] - d["diff"]]], fmt="o",
-                       color=f"C{METRIC_NAMES.index(metric)}", capsize=3)
+    left.set_ylabel("rate (95% CI over held-out sessions)")
+    rows = data["differences"]
+    for y, row in enumerate(rows):
+        entry = {"value": row["diff"], "ci95": row["ci95"]}
+        right.errorbar(row["diff"], y, xerr=error_bars([entry]), fmt="o",
+                       color=f"C{METRIC_NAMES.index(row['metric'])}", capsize=3)
     right.axvline(0, color="grey", linewidth=1)
-    right.set_yticks(range(len(rows)), [f"{label} {metric}" for label, metric, _ in rows], fontsize=8)
+    right.set_yticks(range(len(rows)), [row["label"] for row in rows], fontsize=8)
     right.invert_yaxis()
     right.set_xlabel("paired difference (95% CI over seeds × sessions)")
     fig.suptitle(f"demo experiment '{report['experiment']}', seeds {report['seeds']}"
@@ -357,6 +462,8 @@ def main(name: str, seeds: str | int | tuple = "0,1,2", output_dir: str = "out/e
     report.update(seeds=seed_list, split=split, eval_sessions=held_out, quick=quick, budget=asdict(budget),
                   rounds=rounds if name == "online" else None, minutes=round((time.monotonic() - began) / 60, 2))
     write_json(output / f"{name}.json", report)
+    with atomic_write(output / f"{name}.md") as tables:
+        tables.write(readme_tables(report))
     figure_file = Path(figure_path) if figure_path else output / f"{name}.png" if quick else Path(
         f"img/experiment_{name}.png")
     figure(report, figure_file)

@@ -148,11 +148,22 @@ def build_world(seed: int, budget: Budget, work: Path) -> Path:
                             intermediate_size=budget.hidden * 4, seed=seed)
 
 
+def base_key(seed: int, budget: Budget) -> dict:
+    """What a base policy was made with (`work/base.json`): a base is reused only where this matches."""
+    return {"seed": seed, **{name: getattr(budget, name) for name in BASE_FIELDS}}
+
+
 def train_base(seed: int, budget: Budget, work: Path, init: Path, desc: str) -> Path:
-    """The base policy: LLaMA-Factory SFT of `init` on the noisy demonstrations."""
-    return train("sft", work, "base", f"{desc}: sft", model_name_or_path=str(init),
-                 dataset_dir=str(work / "data"), num_train_epochs=budget.sft_epochs,
-                 logging_steps=budget.log_steps, seed=seed)
+    """The base policy: LLaMA-Factory SFT of `init` on the noisy demonstrations. Its settings are recorded
+    beside it, so that experiments run in the same folder reuse it (`make demo`'s base included); the
+    record is removed first, so a run killed while training never leaves it beside a half-made model."""
+    marker = work / "base.json"
+    marker.unlink(missing_ok=True)
+    model = train("sft", work, "base", f"{desc}: sft", model_name_or_path=str(init),
+                  dataset_dir=str(work / "data"), num_train_epochs=budget.sft_epochs,
+                  logging_steps=budget.log_steps, seed=seed)
+    write_json(marker, base_key(seed, budget))
+    return model
 
 
 def reusable(marker: Path, key: dict, artifact: Path) -> bool:
@@ -169,14 +180,23 @@ def reusable(marker: Path, key: dict, artifact: Path) -> bool:
 
 def cached_base(seed: int, budget: Budget, work: Path, desc: str) -> Path:
     """`build_world` and `train_base`, reused when a base of the same seed and base fields is in `work`."""
-    key = {"seed": seed, **{name: getattr(budget, name) for name in BASE_FIELDS}}
-    marker, model = work / "base.json", work / "models" / "base"
-    if reusable(marker, key, model / "config.json"):
+    model = work / "models" / "base"
+    if reusable(work / "base.json", base_key(seed, budget), model / "config.json"):
         print(f"{desc}: base policy reused from {model}", flush=True)
         return model
-    model = train_base(seed, budget, work, build_world(seed, budget, work), desc)
-    write_json(marker, key)
-    return model
+    return train_base(seed, budget, work, build_world(seed, budget, work), desc)
+
+
+def demonstrator_detail(seed: int, budget: Budget, detail_path: Path) -> Path:
+    """The seed's preference samples with the noisy demonstrator (each constraint followed with
+    probability `follow_prob`, what the base is trained to imitate) in place of the base policy: the
+    sampling stage as `sample_detail` runs it, without training, to check what pairs a budget can give."""
+    sessions = asyncio.run(self_play_sessions(sample_profiles(seed, budget), seed, budget.turns))
+    detail_path.unlink(missing_ok=True)
+    asyncio.run(sample_sessions(sessions, OracleResponder(seed, budget.follow_prob), RuleJudge(), RuleReverser(),
+                                n=budget.samples_per_turn, concurrency=64, output_path=detail_path, lang="en",
+                                desc=None, trigger=RuleTriggerSelector()))
+    return detail_path
 
 
 def sample_detail(model: Path, sessions: list[SelfPlaySession], seed: int, budget: Budget, detail_path: Path,

@@ -54,19 +54,28 @@ class WorldUserSimulator:
 
 
 class OracleResponder:
-    """`Responder` for self-play references: answers that follow every constraint.
+    """`Responder` for self-play references: answers that follow every constraint; with `follow_prob`
+    below 1, the noisy demonstrator instead, following each constraint with that probability (what the
+    base policy is trained to imitate, so it can stand in for the base where no training is wanted).
 
     It reads the constraints from the rendered system prompt's numbered list and the query from
     the first paragraph of the last user message, exactly what the messages carry.
     """
 
-    def __init__(self, seed: int):
-        self.writer = ResponseWriter(random.Random(seed))
+    def __init__(self, seed: int, follow_prob: float = 1.0):
+        self.rng = random.Random(seed)
+        self.writer = ResponseWriter(self.rng)
+        self.follow_prob = follow_prob
 
     async def respond(self, messages: Messages, n: int) -> list[Reply]:
         constraints = [parse(line.split(". ", 1)[1]) for line in _numbered_lines(messages[0]["content"])]
         query = messages[-1]["content"].split("\n\n", 1)[0]
-        return [Reply(self.writer.write(constraints, query, [True] * len(constraints))) for _ in range(n)]
+        return [Reply(self.writer.write(constraints, query, self._targets(len(constraints)))) for _ in range(n)]
+
+    def _targets(self, count: int) -> list[bool]:
+        if self.follow_prob >= 1.0:
+            return [True] * count
+        return [self.rng.random() < self.follow_prob for _ in range(count)]
 
 
 def _numbered_lines(system_prompt: str) -> list[str]:
