@@ -1,4 +1,4 @@
-"""Scripted model-under-test and judge answers for the evaluation tests and benchmark.
+"""Scripted model-under-test and judge answers for the evaluation tests.
 
 Handlers for `tests.scripted_server.ScriptedServer`:
 - `replay_model(answers)`: answers each request with the recorded answer to its last user message;
@@ -11,10 +11,6 @@ Handlers for `tests.scripted_server.ScriptedServer`:
   `get_eval_pattern` is written for these tests, behind an import of a module that does not exist);
   `standin_judge(verdicts)` answers its requests in the form SysBench's script reads
   (`'''json` fence, Python dict literal, integer keys);
-- `echo_model(request)`: a model that answers `answer: <last user message>`.
-
-`python -m tests.eval_servers --kind=judge|model [--delay_s=0.1]` (from the repository root) serves `follow_all` or
-`echo_model` in its own process, printing `PORT <n>` (the throughput benchmark does this).
 """
 
 from __future__ import annotations
@@ -23,14 +19,9 @@ import itertools
 import json
 import re
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import fire
-
-from tests.scripted_server import ScriptedServer
 
 _TURN = re.compile(r"<user>\n(.*?)\n</user>\n<assistant>\n(.*?)\n</assistant>", re.DOTALL)
 _CRITERIA = re.compile(r"<criteria>\n(.*?)</criteria>", re.DOTALL)
@@ -117,22 +108,6 @@ def standin_judge(verdicts: dict[tuple[str, str], dict[str, str]]) -> Callable[[
 def follow_all(request: dict[str, Any]) -> str:
     prompt = request["messages"][0]["content"]
     if not _CRITERIA.search(prompt):
-        return "ok"  # not a judge prompt (the benchmark's client-only baseline)
+        return "ok"  # not a judge prompt
     ids = criteria_ids(prompt)
     return json.dumps({"评判理由": "all followed", "评判结果": {i: "是" for i in ids}}, ensure_ascii=False)
-
-
-def echo_model(request: dict[str, Any]) -> str:
-    return f"answer: {_last_user(request)}"
-
-
-def main(kind: str, delay_s: float = 0.0) -> None:
-    handler = {"judge": follow_all, "model": echo_model}[kind]
-    with ScriptedServer(handler=handler, delay_s=float(delay_s), log_requests=False) as server:
-        print(f"PORT {server.port}", flush=True)
-        while True:
-            time.sleep(3600)
-
-
-if __name__ == "__main__":
-    fire.Fire(main)

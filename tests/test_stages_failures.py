@@ -109,6 +109,27 @@ def test_sampling_with_no_usable_judge_answer_records_nothing(server, tmp_path):
     assert sorted(ids(detail)) == ["s0", "s1", "s2"]
 
 
+def test_unusable_judge_answers_are_not_cached_so_a_rerun_asks_again(server, tmp_path):
+    """A cached unusable answer would make "rerun to retry" a zero-call repeat of the same failure."""
+    sessions = write_jsonl(tmp_path / "sessions.jsonl", [session_record(0)])
+    config = write_config(tmp_path / "p.yaml", server.base_url, tmp_path / "cache", concurrency=1)
+    args = [f"--config={config}", f"--sessions_path={sessions}", f"--detail_path={tmp_path / 'detail.jsonl'}",
+            f"--output_dir={tmp_path}", "--n=2", "--concurrency=1", "--no-trigger"]
+    server.handler = garbage_from("judge")
+    first = run(DPO, *args, cwd=tmp_path)
+    assert first.returncode == 1
+    assert "first unusable judge answer: 'I would rather not say.' (rerun to ask again)" in first.stdout
+    judge_calls = sum(body["model"] == "judge" for body in server.chat_requests)
+    assert judge_calls > 0
+
+    server.reset()
+    server.handler = world
+    again = run(DPO, *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sum(body["model"] == "judge" for body in server.chat_requests) > 0  # asked anew, not replayed
+    assert sum(body["model"] == "response" for body in server.chat_requests) == 0  # usable answers cached
+
+
 def test_dpo_builder_says_when_it_built_nothing_and_builds_from_detail_alone(server, tmp_path):
     sessions = write_jsonl(tmp_path / "sessions.jsonl", [session_record(k) for k in range(2)])
     config = write_config(tmp_path / "p.yaml", server.base_url, None)

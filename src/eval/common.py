@@ -49,6 +49,14 @@ def build_config(
     return PipelineConfig.from_dict(raw)
 
 
+def model_flags(model: str | None, base_url: str | None, api_key_env: str | None, temperature: float | None,
+                top_p: float | None, max_tokens: int | None, config: str | None) -> dict[str, Any]:
+    """The model under test's role flags: greedy unless `--temperature` (or a `--config`) says otherwise."""
+    return {"model": model, "base_url": base_url, "api_key_env": api_key_env,
+            "temperature": temperature if temperature is not None or config else 0.0,
+            "top_p": top_p, "max_tokens": max_tokens}
+
+
 def refuse_other_models(path: Path, recorded: set[Any], model: str) -> None:
     """A resumed run must not mix another model's (or judge's) records into its own."""
     others = sorted(str(m) for m in recorded - {model})

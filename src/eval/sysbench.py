@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rpo.eval.answers import answer_warnings
-from rpo.eval.common import build_config, exclusive_output, print_json, run_calls, writer_running
+from rpo.eval.common import build_config, exclusive_output, model_flags, print_json, run_calls, writer_running
 from rpo.eval.run_record import RUN_FILE, check_or_record, file_sha256
 from rpo.eval.sysbench.agree import agree_report, format_agreement, rejudge
 from rpo.eval.sysbench.checkout import checkout_data, load_pattern_builder
@@ -123,9 +123,7 @@ def run(
         pipeline = build_config(
             config,
             {
-                "response": {"model": model, "base_url": base_url, "api_key_env": api_key_env,
-                             "temperature": temperature if temperature is not None or config else 0.0,
-                             "top_p": top_p, "max_tokens": max_tokens},
+                "response": model_flags(model, base_url, api_key_env, temperature, top_p, max_tokens, config),
                 "judge": judge_flags,
             },
             concurrency,

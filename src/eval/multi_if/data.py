@@ -24,7 +24,7 @@ from typing import Any
 
 from rpo.eval.multi_if.checkers import argument_problem
 from rpo.eval.multi_if.scoring import IFExample
-from rpo.utils.io import InputError, iter_lines
+from rpo.utils.io import InputError, iter_lines, json_line_object
 
 MAX_STEPS = 3
 
@@ -176,18 +176,7 @@ def _parquet_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    for lineno, line in iter_lines(path):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}: line {lineno}: invalid JSON ({err.msg})") from None
-        except RecursionError:
-            raise InputError(f"{path}: line {lineno}: invalid JSON (nested too deeply)") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}: line {lineno}: expected a JSON object")
-        rows.append((lineno, obj))
-    return rows
+    return [(lineno, json_line_object(line, path, lineno)) for lineno, line in iter_lines(path)]
 
 
 def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:

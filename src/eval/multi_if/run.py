@@ -14,7 +14,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 from rpo.eval.answers import answer_warnings
-from rpo.eval.common import build_config, exclusive_output, print_json, refuse_other_models, run_calls
+from rpo.eval.common import (
+    build_config,
+    exclusive_output,
+    model_flags,
+    print_json,
+    refuse_other_models,
+    run_calls,
+)
 from rpo.eval.multi_if.data import Row, load_responses, load_rows, parse_languages
 from rpo.eval.multi_if.summary import format_report, multi_if_metrics
 from rpo.eval.run_record import check_or_record, file_sha256
@@ -118,9 +125,7 @@ def run(
     rows = load_rows(data, selected)[:limit]
     pipeline = build_config(
         config,
-        {RESPONSE_ROLE: {"model": model, "base_url": base_url, "api_key_env": api_key_env,
-                         "temperature": temperature if temperature is not None or config else 0.0,
-                         "top_p": top_p, "max_tokens": max_tokens}},
+        {RESPONSE_ROLE: model_flags(model, base_url, api_key_env, temperature, top_p, max_tokens, config)},
         concurrency,
         Path(output_dir) / "cache",
     )

@@ -37,6 +37,7 @@ from rpo.utils.roles.parsing import (
     extract_list,
     first_value,
     parse_bool,
+    shown,
 )
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
 from rpo.utils.stats import Tally, counter
@@ -50,6 +51,16 @@ class JudgeStats(Tally):
     unjudged: int = counter("unjudged")
     retries: int = counter("format retries")
     fuzzy_aligned: int = counter("aligned by fuzzy match")
+    first_unusable: str = ""  # the first answer no attempt could use, as shown on the summary
+
+    def summary_lines(self) -> list[str]:
+        lines = super().summary_lines()
+        if self.first_unusable:
+            lines.append("first unusable judge answer: {first_unusable} (rerun to ask again)")
+        return lines
+
+    def note_unusable(self, answer: str) -> None:
+        self.first_unusable = self.first_unusable or shown(answer)
 
 
 def parse_verdicts(text: str, constraints: Sequence[str]) -> tuple[list[bool], list[str], bool]:
@@ -124,6 +135,7 @@ class LLMJudge:
             keys=("constraint", "reason", "follows"),
             max_attempts=self.max_attempts,
             on_retry=self._count_retry,
+            on_unusable=self.stats.note_unusable,
         )
         if parsed is None:
             self.stats.unjudged += 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import json_repair
 from rapidfuzz import fuzz, utils
-from rpo.utils.llm.client import LLMClient
+from rpo.utils.llm.client import ChatResult, LLMClient
 from rpo.utils.prompts import render_lang
 from rpo.utils.schema import Messages
 
@@ -35,6 +35,12 @@ _FALSE = {
 VERDICT_KEYS = ("follows", "evaluation_result", "result", "verdict", "judgement", "judgment", "answer")
 REASON_KEYS = ("reason", "reasoning", "explanation")
 RESTATED_KEYS = ("constraint", "rule", "original", "original_cons")
+
+
+def shown(answer: str, limit: int = 120) -> str:
+    """An unusable answer as a failure line shows it: quoted, on one line, cut short."""
+    flat = " ".join(answer.split())
+    return repr(flat if len(flat) <= limit else flat[:limit] + "…")
 
 
 class ParseFailure(Exception):
@@ -122,18 +128,31 @@ async def ask_structured(
     keys: Sequence[str],
     max_attempts: int,
     on_retry: Callable[[], None] | None = None,
+    on_unusable: Callable[[str], None] | None = None,
 ) -> Any:
     """Ask `prompt`, parse the answer, and on `ParseFailure` ask again in the same conversation.
 
-    Returns the parsed value, or None when every attempt failed to parse.
+    Returns the parsed value, or None when every attempt failed to parse (then `on_unusable` gets
+    the last answer). Only answers that parse are cached, so a rerun asks anew instead of being
+    handed the same unusable answer back.
     """
+
+    def usable(result: ChatResult) -> bool:
+        try:
+            parse(result.texts[0])
+        except ParseFailure:
+            return False
+        return True
+
     messages: Messages = [{"role": "user", "content": prompt}]
     for attempt in range(max_attempts):
-        answer = (await client.chat(role, messages)).texts[0]
+        answer = (await client.chat(role, messages, accept=usable)).texts[0]
         try:
             return parse(answer)
         except ParseFailure as failure:
             if attempt + 1 == max_attempts:
+                if on_unusable is not None:
+                    on_unusable(answer)
                 return None
             if on_retry is not None:
                 on_retry()

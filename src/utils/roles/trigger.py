@@ -28,7 +28,7 @@ from rpo.utils.llm.client import LLMClient
 from rpo.utils.prompts import render_lang
 from rpo.utils.prompts.language import resolve_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
-from rpo.utils.roles.parsing import ParseFailure, ask_structured, first_value
+from rpo.utils.roles.parsing import ParseFailure, ask_structured, first_value, shown
 from rpo.utils.roles.protocols import Judge
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
 from rpo.utils.stats import Tally, counter
@@ -45,6 +45,17 @@ class TriggerStats(Tally):
     retries: int = counter("format retries")
     in_play: int = counter("constraints in play")
     offered: int = counter("constraints offered")
+    first_unusable: str = ""  # the first answer no attempt could use, as shown on the summary
+
+    def summary_lines(self) -> list[str]:
+        lines = super().summary_lines()
+        if self.first_unusable:
+            lines.append("first unusable trigger answer: {first_unusable} "
+                         "(rerun to ask again, or --no-trigger to judge every constraint)")
+        return lines
+
+    def note_unusable(self, answer: str) -> None:
+        self.first_unusable = self.first_unusable or shown(answer)
 
 
 def _rule_number(item: Any) -> int:
@@ -106,6 +117,7 @@ class LLMTriggerSelector:
             keys=("reason", "triggered"),
             max_attempts=self.max_attempts,
             on_retry=self._count_retry,
+            on_unusable=self.stats.note_unusable,
         )
         if parsed is None:
             self.stats.unknown += 1
