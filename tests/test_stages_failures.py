@@ -130,6 +130,20 @@ def test_unusable_judge_answers_are_not_cached_so_a_rerun_asks_again(server, tmp
     assert sum(body["model"] == "response" for body in server.chat_requests) == 0  # usable answers cached
 
 
+def test_a_detail_file_is_resumed_only_with_the_settings_it_was_made_with(server, tmp_path):
+    sessions = write_jsonl(tmp_path / "sessions.jsonl", [session_record(k) for k in range(2)])
+    config = write_config(tmp_path / "p.yaml", server.base_url, None)
+    detail = tmp_path / "detail.jsonl"
+    args = [f"--config={config}", f"--sessions_path={sessions}", f"--detail_path={detail}", f"--output_dir={tmp_path}"]
+    assert run(DPO, *args, "--n=2", cwd=tmp_path).returncode == 0
+    written = detail.read_text()
+    again = run(DPO, *args, "--n=3", cwd=tmp_path)
+    assert again.returncode == 2
+    assert last_error(again) == (f"error: {detail}: line 1: made with samples_per_turn 2, not 3: resume it with the "
+                                 "same settings or write to another detail path")
+    assert detail.read_text() == written
+
+
 def test_dpo_builder_says_when_it_built_nothing_and_builds_from_detail_alone(server, tmp_path):
     sessions = write_jsonl(tmp_path / "sessions.jsonl", [session_record(k) for k in range(2)])
     config = write_config(tmp_path / "p.yaml", server.base_url, None)

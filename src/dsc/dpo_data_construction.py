@@ -76,9 +76,12 @@ def sample_and_judge(
             reverser = LLMReverser(client, lang=lang)
             refinement = Refinement(LLMRefiner(client, lang=lang), *refine) if refine is not None else None
             selector = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
-            extras = {
+            extras = {  # stored on every record; a resume with other values is refused
                 "sampler_model": pipeline.role("response").model,
                 "judge_model": pipeline.role("judge").model,
+                "samples_per_turn": n,
+                "trigger_selection": trigger,
+                "strict_judge": strict_judge,
             }
             stats = await sample_sessions(
                 sessions,

@@ -12,12 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rpo.utils.io import (
-    InputError,
-    JsonlAppender,
-    Shard,
-    completed_keys,
-)
+from rpo.utils.io import InputError, JsonlAppender, Shard, completed_keys, iter_lines, json_line_object
 from rpo.utils.llm.client import LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts.language import resolve_lang
@@ -214,6 +209,19 @@ async def sample_session(
     )
 
 
+def refuse_other_settings(output_path: Path, settings: dict[str, Any]) -> None:
+    """A resumed detail file holds only records made with these settings (models, samples per turn,
+    judging mode): pairs drawn from a mix would compare samples of different runs."""
+    if not settings or not output_path.exists():
+        return
+    for lineno, line in iter_lines(output_path):
+        record = json_line_object(line, output_path, lineno)
+        for key, value in settings.items():
+            if key in record and record[key] != value:
+                raise InputError(f"{output_path}: line {lineno}: made with {key} {record[key]!r}, not {value!r}: "
+                                 "resume it with the same settings or write to another detail path")
+
+
 async def sample_sessions(
     sessions: Iterable[SelfPlaySession],
     responder: Responder,
@@ -276,6 +284,7 @@ async def sample_sessions(
         return detail
 
     with JsonlAppender(output_path) as out:  # locked before reading what is done: one writer only
+        refuse_other_settings(output_path, extras or {})
         done = completed_keys(output_path, lambda obj: obj.get("session_id"))
         todo = []
         for session in shard.select(sessions):
