@@ -36,7 +36,9 @@ Inspection: `requests` (chat requests received, in arrival order, as `Recorded(p
 headers)`), `all_requests` (every request, `GET /v1/models` health checks included),
 `chat_requests` (just the JSON bodies of the chat requests),
 `max_in_flight` (most chat requests being handled at once), `reset()` (clear log and counters).
-`GET /v1/models` lists `model_name`.
+`GET /v1/models` lists `model_name`. Run it as a process too: `python tests/scripted_server.py
+--port=P` prints `PORT <n>` and serves until killed (the local-service tests start it as a stand-in
+`vllm serve`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import fire
 import uvicorn
 
 
@@ -281,3 +284,14 @@ async def _send(send: Callable, status: int, body: bytes, headers: list[tuple[by
                             (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
+
+def main(delay_s: float = 0.0, port: int = 0) -> None:
+    """`python tests/scripted_server.py [--delay_s=S] [--port=P]`: serve default replies until killed."""
+    server = ScriptedServer(delay_s=float(delay_s), port=int(port), log_requests=False)
+    server._socket.listen(4096)  # before PORT is printed: a client may connect at once
+    print(f"PORT {server.port}", flush=True)
+    uvicorn.Server(_uvicorn_config(server._app)).run(sockets=[server._socket])
+
+
+if __name__ == "__main__":
+    fire.Fire(main)

@@ -12,9 +12,10 @@ checkers (`rpo.demo.constraints`):
 | `trigger` | trigger (or judge) | `{"reason", "triggered": [numbers]}`: conditionals whose trigger word the query mentions, and every other rule |
 | `reverse` | reverse | each rule's exact opposite, `null` for the non-reversible families |
 | `user_query` | user | a seeded query of the world, half of them carrying a trigger word |
+| `user_rephrase` | user | the same message with another opening |
 | `sysbench_judge` | the SysBench judge | `{"评判理由", "评判结果": {"1": "是" or "否", ...}}` |
-| `critic` | critic | which rules to fix |
-| `refine`, or a system prompt with `# Constraints` | response (self-play's strong model) | replies that follow every rule (`rpo.demo.world.ResponseWriter`), `n` of them |
+| `critic` | critic | the reply rewritten to follow every rule it lists (`rpo.demo.world.ResponseWriter`) |
+| a system prompt with `# Constraints` | response (self-play's strong model) | replies that follow every rule (`rpo.demo.world.ResponseWriter`), `n` of them |
 
 Which template a request uses is read from its first user message: its opening line is the
 template's own (each template is rendered once at start-up to learn it), so an edited template
@@ -62,13 +63,13 @@ def _openings() -> dict[str, str]:
     profile = ProfileCore(name="N", description="D", skills=["S"], constraints=["C"])
     rules = {"constraints": ["C"], "query": "Q", "response": "R"}
     return {
-        _opening("judge", **rules): "judge",
+        _opening("judge", **rules, strict=False): "judge",
         _opening("verify_reversal", **rules, originals=["O"]): "verify_reversal",
-        _opening("trigger", constraints=["C"], query="Q"): "trigger",
+        _opening("trigger", system_prompt="P", query="Q"): "trigger",
         _opening("reverse", constraints=["C"]): "reverse",
-        _opening("user_query", profile=profile, user_profile="U", history=[], turn=0): "user_query",
+        _opening("user_query", profile=profile, user_profile="U", history=[], turn=0, tones=["T"]): "user_query",
+        _opening("user_rephrase", opening="O", query="Q"): "user_rephrase",
         _opening("critic", query="Q", response="R", kept=[], broken=[]): "critic",
-        _opening("refine", **rules, critique="K"): "refine",
         _opening("sysbench_judge", system_prompt="P", history=[], query="Q", response="R",
                  criteria=[{"id": "1", "content": "C", "type": "T"}]): "sysbench_judge",
     }
@@ -125,8 +126,15 @@ def _judge(prompt: str, n: int) -> list[str]:
     return [json.dumps(_verdicts(rules, query, response), ensure_ascii=False)] * n
 
 
+def _system_rules(system_prompt: str) -> list[str]:
+    """The numbered rules under a rendered system prompt's `# Constraints` heading."""
+    if "# Constraints" not in system_prompt:
+        return []
+    return _SYSTEM_RULE.findall(system_prompt.split("# Constraints", 1)[1])
+
+
 def _trigger(prompt: str, n: int) -> list[str]:
-    rules = _numbered_rules(_between(prompt, "rules", last=True))
+    rules = _system_rules(_between(prompt, "system_prompt"))
     for text in rules:
         _constraint(text)
     numbers = [k + 1 for k in triggered(rules, _between(prompt, "query"))]
@@ -156,20 +164,23 @@ def _user_query(prompt: str, n: int) -> list[str]:
 
 
 def _critic(prompt: str, n: int) -> list[str]:
-    broken = prompt.split("with the reviewer's note:\n", 1)[-1]
-    rules = [line[2:].split(" (note:", 1)[0] for line in broken.splitlines() if line.startswith("- ")]
-    return ["Change the reply so that it obeys: " + " ".join(rules)] * n
+    """The critic rewrites the reply: a reply that obeys every rule listed, kept and broken alike."""
+    listed = prompt.split("\nRules the reply already obeys", 1)[-1]
+    rules = [line[2:].split(" (reviewer:", 1)[0] for line in listed.splitlines()
+             if line.startswith("- ") and line != "- (none)"]
+    return _oracle(rules, _between(prompt, "query"), prompt, n)
+
+
+def _user_rephrase(prompt: str, n: int) -> list[str]:
+    """The same message with another opening."""
+    message = _between(prompt, "message").strip()
+    return [f"By the way, {message[:1].lower()}{message[1:]}"] * n
 
 
 def _oracle(rules: list[str], query: str, seed_text: str, n: int) -> list[str]:
     constraints = [_constraint(text) for text in rules]
     return [ResponseWriter(random.Random(_seed(seed_text, str(i)))).write(constraints, query, [True] * len(rules))
             for i in range(n)]
-
-
-def _refine(prompt: str, n: int) -> list[str]:
-    rules = _numbered_rules(prompt.split("\nAll the rules:\n", 1)[-1].split("\nWhat to fix:\n", 1)[0])
-    return _oracle(rules, _between(prompt, "query"), prompt, n)
 
 
 def _sysbench_judge(prompt: str, n: int) -> list[str]:
@@ -188,7 +199,8 @@ def _sysbench_judge(prompt: str, n: int) -> list[str]:
 
 _ANSWERS: dict[str, Callable[[str, int], list[str]]] = {
     "judge": _judge, "verify_reversal": _judge, "trigger": _trigger, "reverse": _reverse,
-    "user_query": _user_query, "critic": _critic, "refine": _refine, "sysbench_judge": _sysbench_judge,
+    "user_query": _user_query, "user_rephrase": _user_rephrase, "critic": _critic,
+    "sysbench_judge": _sysbench_judge,
 }
 
 
@@ -225,8 +237,7 @@ class RuleRoles:
     def _respond(self, messages: list[dict[str, Any]], n: int) -> list[str]:
         """A reply obeying every rule of the system prompt, to the query the last user message asks
         (without the rules that self-play restates after it)."""
-        system = messages[0]["content"]
-        rules = _SYSTEM_RULE.findall(system.split("# Constraints", 1)[1])
+        rules = _system_rules(messages[0]["content"])
         last = messages[-1].get("content") if messages[-1].get("role") == "user" else None
         if not isinstance(last, str):
             raise UnanswerableRequest("the request does not end with a user message")

@@ -6,7 +6,9 @@
 `run` does what a user would do by hand, each step with the command a user would type:
 1. the demo world writes system profiles, a SysBench-format evaluation file on held-out profiles,
    and the texts a tokenizer is trained on (`world`);
-2. `src/utils/tiny_model.py --texts` builds a tiny random model with that tokenizer;
+2. `src/utils/tiny_model.py --texts` builds a tiny random model with that tokenizer, leaning towards
+   ending its replies (`--eos_scale=5`: about half of them end before the 32-token cap, so samples
+   cut at the cap, which are never paired, do not take all of them);
 3. `python -m rpo.demo.judge_server` serves the rule roles, `src/utils/local_service.py` serves the
    tiny model with `llamafactory-cli api`;
 4. the data stages: self-play (`conf/pipeline/local_selfplay.yaml`), sampling and judging
@@ -352,7 +354,7 @@ def run_loop(output_dir: str | Path = "out/e2e", size: str = "small", quiet: boo
     model = out / "models" / "tiny"
     data = out / "data"
     loop.python("build the tiny model", "src/utils/tiny_model.py", str(model), f"--texts={world['texts']}",
-                "--vocab_size=1024", log_name="tiny_model")
+                "--vocab_size=1024", "--eos_scale=5", log_name="tiny_model")
     judge, judge_port = _start_judge(loop)
     configs = loop.pipeline_configs(judge_port)
     services: dict[str, LocalService] = {}

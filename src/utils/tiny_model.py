@@ -1,7 +1,7 @@
 """Build a tiny random Llama model and a tokenizer trained on the spot.
 
     python src/utils/tiny_model.py out/models/tiny [--texts=my_texts.jsonl] [--vocab_size=1024]
-        [--hidden_size=64] [--num_layers=2] [--seed=0]
+        [--hidden_size=64] [--num_layers=2] [--seed=0] [--eos_scale=1]
 
 No weights can be downloaded in tests or in the offline demo, so they build their models here:
 a byte-level BPE tokenizer trained on the given texts (a second) and a randomly initialised small
@@ -68,8 +68,13 @@ def build_tiny_model(
     intermediate_size: int = 128,
     max_position_embeddings: int = 2048,
     seed: int = 0,
+    eos_scale: float = 1.0,
 ) -> Path:
-    """Write a random Llama model and its tokenizer to `output_dir`; returns the path."""
+    """Write a random Llama model and its tokenizer to `output_dir`; returns the path.
+
+    `eos_scale` multiplies the end-of-text row of the (tied) embedding: above 1, a random model's
+    replies often end on their own (`finish_reason: stop`) instead of always running into the
+    token cap, as a trained chat model's do; 1 leaves the initialisation as it is."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -90,6 +95,9 @@ def build_tiny_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if eos_scale != 1.0:
+        with torch.no_grad():
+            model.get_output_embeddings().weight[tokenizer.eos_token_id] *= eos_scale
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
@@ -121,17 +129,19 @@ def read_texts(path: str | Path) -> list[str]:
 
 @exit_on_input_error
 def main(output_dir: str, texts: str | None = None, vocab_size: int = 512, hidden_size: int = 64,
-         num_layers: int = 2, seed: int = 0) -> None:
+         num_layers: int = 2, seed: int = 0, eos_scale: float = 1.0) -> None:
     """Build a tiny model in OUTPUT_DIR (its tokenizer trained on `--texts` when given)."""
     minimum = 256 + len(SPECIAL_TOKENS)  # the byte alphabet and the special tokens
     vocab_size = cli.integer("vocab_size", vocab_size, minimum=minimum)
     hidden_size = cli.integer("hidden_size", hidden_size, minimum=4)
     num_layers = cli.integer("num_layers", num_layers, minimum=1)
+    if isinstance(eos_scale, bool) or not isinstance(eos_scale, int | float) or not 0 < eos_scale < 1e6:
+        raise InputError(f"--eos_scale: expected a positive number, got {eos_scale!r}")
     if hidden_size % 4:
         raise InputError(f"--hidden_size: must be a multiple of the 4 attention heads, got {hidden_size}")
     corpus = read_texts(texts) if texts is not None else None
     path = build_tiny_model(output_dir, corpus, vocab_size=vocab_size, hidden_size=hidden_size,
-                            num_layers=num_layers, seed=seed)
+                            num_layers=num_layers, seed=seed, eos_scale=eos_scale)
     print(f"tiny model written to {path} (template: chatml)")
 
 
