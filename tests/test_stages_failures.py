@@ -140,8 +140,24 @@ def test_a_detail_file_is_resumed_only_with_the_settings_it_was_made_with(server
     again = run(DPO, *args, "--n=3", cwd=tmp_path)
     assert again.returncode == 2
     assert last_error(again) == (f"error: {detail}: line 1: made with samples_per_turn 2, not 3: resume it with the "
-                                 "same settings or write to another detail path")
+                                 "same settings or write to another output")
     assert detail.read_text() == written
+
+
+def test_a_sessions_file_is_resumed_only_with_the_settings_it_was_made_with(server, tmp_path):
+    profiles = write_jsonl(tmp_path / "profiles.jsonl", [profile_record(k) for k in range(2)])
+    config = write_config(tmp_path / "p.yaml", server.base_url, None)
+    sessions = tmp_path / "sessions.jsonl"
+    args = [f"--config={config}", f"--profiles={profiles}", f"--sessions_path={sessions}", f"--output_dir={tmp_path}"]
+    first = run(SFT, *args, "--max_turns=2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert {json.loads(line)["max_turns"] for line in sessions.read_text().splitlines()} == {2}
+    written = sessions.read_text()
+    again = run(SFT, *args, "--max_turns=3", cwd=tmp_path)
+    assert again.returncode == 2
+    assert last_error(again) == (f"error: {sessions}: line 1: made with max_turns 2, not 3: resume it with the "
+                                 "same settings or write to another output")
+    assert sessions.read_text() == written
 
 
 def test_dpo_builder_says_when_it_built_nothing_and_builds_from_detail_alone(server, tmp_path):

@@ -127,6 +127,13 @@ def main(
                     n_candidates,
                     concurrency or pipeline.concurrency,
                     lang,
+                    settings={  # stored on every session; a resume with other values is refused
+                        "user_model": pipeline.role("user").model,
+                        "response_model": pipeline.role("response").model,
+                        "judge_model": pipeline.role("judge").model,
+                        "max_turns": max_turns, "threshold": threshold, "max_refines": max_refines,
+                        "n_candidates": n_candidates, "trigger_selection": trigger, "strict_judge": strict_judge,
+                    },
                 )
                 lines = [f"self-play: {stats.summary()}", f"user: {user_stats.summary()}",
                          f"judge: {judge.stats.summary()}"]

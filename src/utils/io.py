@@ -309,6 +309,19 @@ def _truncate_torn_tail(path: Path) -> None:
             chunk = min(data_end, chunk * 2)
 
 
+def refuse_other_settings(path: Path, settings: dict[str, Any]) -> None:
+    """A resumed JSONL output holds only records made with these settings (they travel on every
+    record): appending another run's records to it would mix two runs in one dataset."""
+    if not settings or not path.exists():
+        return
+    for lineno, line in iter_lines(path):
+        record = json_line_object(line, path, lineno)
+        for key, value in settings.items():
+            if key in record and record[key] != value:
+                raise InputError(f"{path}: line {lineno}: made with {key} {record[key]!r}, not {value!r}: "
+                                 "resume it with the same settings or write to another output")
+
+
 def completed_keys(path: str | Path, key: Callable[[dict[str, Any]], Any]) -> set[Any]:
     """Keys of the records already in an append-only output: what a resumed run skips."""
     return {key(obj) for obj in read_jsonl_dicts(path)}

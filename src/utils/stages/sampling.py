@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rpo.utils.io import InputError, JsonlAppender, Shard, completed_keys, iter_lines, json_line_object
+from rpo.utils.io import InputError, JsonlAppender, Shard, completed_keys, refuse_other_settings
 from rpo.utils.llm.client import LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts.language import resolve_lang
@@ -207,19 +207,6 @@ async def sample_session(
             **(extras or {}),
         }
     )
-
-
-def refuse_other_settings(output_path: Path, settings: dict[str, Any]) -> None:
-    """A resumed detail file holds only records made with these settings (models, samples per turn,
-    judging mode): pairs drawn from a mix would compare samples of different runs."""
-    if not settings or not output_path.exists():
-        return
-    for lineno, line in iter_lines(output_path):
-        record = json_line_object(line, output_path, lineno)
-        for key, value in settings.items():
-            if key in record and record[key] != value:
-                raise InputError(f"{output_path}: line {lineno}: made with {key} {record[key]!r}, not {value!r}: "
-                                 "resume it with the same settings or write to another detail path")
 
 
 async def sample_sessions(

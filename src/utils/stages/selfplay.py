@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rpo.utils.dataset_registry import register_dataset
-from rpo.utils.io import JsonArrayWriter, JsonlAppender, completed_keys, read_jsonl
+from rpo.utils.io import JsonArrayWriter, JsonlAppender, completed_keys, read_jsonl, refuse_other_settings
 from rpo.utils.llm.client import LLMError
 from rpo.utils.llm.concurrency import bounded_map
 from rpo.utils.prompts import render_lang
@@ -213,8 +213,12 @@ async def run_self_play(
     n_candidates: int,
     concurrency: int,
     lang: str | None,
+    settings: dict[str, Any] | None = None,
 ) -> SelfPlayStats:
     """Self-play every (index, profile) not yet in `output_path`, appending each session as it ends.
+
+    `settings` (models, turns, thresholds) are stored on every session; a resume with other values
+    is refused before any call.
 
     The index (position in the unsharded input) picks the user profile, round-robin. With
     `roles.trigger`, that role selects each turn's triggered constraints (see `self_play`).
@@ -249,9 +253,10 @@ async def run_self_play(
         if not session.turns and session.end_reason in UNJUDGED_ENDS:
             note_failure(stats, profile.id, f"no turn could be judged ({session.end_reason})")
             return None
-        return session.model_copy(update={"user_id": user.id if user else None})
+        return session.model_copy(update={"user_id": user.id if user else None, **(settings or {})})
 
     with JsonlAppender(output_path) as out:
+        refuse_other_settings(output_path, settings or {})
         done = completed_keys(output_path, lambda obj: obj.get("session_id"))
         todo = []
         for index, profile in profiles:
