@@ -106,10 +106,10 @@ async def _sysbench(config: PipelineConfig, dialogues: list[Dialogue], out: Path
 async def _multi_if(config: PipelineConfig, rows: list[Row], out: Path) -> tuple[float, float, dict]:
     async with LLMClient(config) as client:
         start, cpu = time.perf_counter(), time.process_time()
-        answers, failures = await answer_rows(client, rows, out / "responses.jsonl", config.concurrency)
+        answered = await answer_rows(client, rows, out / "responses.jsonl", config.concurrency)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         usage = client.usage()
-    assert len(answers) == len(rows) * STEPS and not failures
+    assert len(answered.texts) == len(rows) * STEPS and not answered.failures
     return wall, cpu, usage
 
 

@@ -10,6 +10,7 @@ depend on (`run.json`: data file hash, model, decoding, languages) and refuses a
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -67,16 +68,25 @@ def score(data: str, responses: str, languages: str | None = None, json: bool = 
         print(format_report(metrics))
 
 
-async def answer_rows(client: LLMClient, rows: list[Row], path: Path,
-                      concurrency: int) -> tuple[dict[tuple[str, int], str], list[str]]:
-    """Answer every step not already in `path`, each row's steps in one conversation: all answers
-    there are now, and one line per conversation stopped by a request that failed for good."""
+@dataclass
+class Answered:
+    """What `answer_rows` leaves in a run folder: every answer by (key, step), the steps the token cap
+    cut off, and one line per conversation stopped by a request that failed for good."""
+
+    texts: dict[tuple[str, int], str]
+    truncated: set[tuple[str, int]]
+    failures: list[str]
+
+
+async def answer_rows(client: LLMClient, rows: list[Row], path: Path, concurrency: int) -> Answered:
+    """Answer every step not already in `path`, each row's steps in one conversation."""
     failures: list[str] = []
     with JsonlAppender(path) as sink:
         records = list(read_jsonl(path, StepResponse, allow_empty=True))
         model = client.config.role(RESPONSE_ROLE).model
         refuse_other_models(path, {r.model for r in records}, model)
         answered = {(r.key, r.step): r.response for r in records}
+        truncated = {(r.key, r.step) for r in records if r.truncated}
         if answered:
             print(f"resuming: {len(answered)} steps already answered", file=sys.stderr)
 
@@ -94,12 +104,14 @@ async def answer_rows(client: LLMClient, rows: list[Row], path: Path,
                     sink.write(StepResponse(key=row.key, step=step.number, prompt=step.example.prompt,
                                             response=text, model=model, truncated=result.truncated(0)))
                     answered[(row.key, step.number)] = text
+                    if result.truncated(0):
+                        truncated.add((row.key, step.number))
                 messages.append({"role": "assistant", "content": answered[(row.key, step.number)]})
 
         async for _ in bounded_map(one, rows, concurrency, desc="multi-if", unit="step",
                                    weight=lambda row: len(row.steps)):
             pass
-    return answered, failures
+    return Answered(answered, truncated, failures)
 
 
 @exit_on_input_error
@@ -138,20 +150,19 @@ def run(
                          "extra_body": role.extra_body},
             "languages": selected,
         })
-        answers, failures = run_calls(
+        answered = run_calls(
             pipeline,
             lambda client: answer_rows(client, rows, out / "responses.jsonl", pipeline.concurrency),
             "what was answered is kept: rerun the same command to resume",
         )
-        if failures:
-            print(f"error: {len(failures)} of {len(rows)} conversations stopped at a request that failed "
-                  f"for good (first: {failures[0]}); no figures are written: rerun the same command to "
-                  "answer the rest", file=sys.stderr)
+        if answered.failures:
+            print(f"error: {len(answered.failures)} of {len(rows)} conversations stopped at a request that "
+                  f"failed for good (first: {answered.failures[0]}); no figures are written: rerun the same "
+                  "command to answer the rest", file=sys.stderr)
             sys.exit(1)
-        metrics = multi_if_metrics(rows, answers, keep_think=keep_think)
+        metrics = multi_if_metrics(rows, answered.texts, keep_think=keep_think)
         write_json(out / "metrics.json", metrics)
-        truncated = {(r.key, r.step) for r in read_jsonl(out / "responses.jsonl", StepResponse) if r.truncated}
-    _print_warnings(rows, answers, truncated)
+    _print_warnings(rows, answered.texts, answered.truncated)
     print(format_report(metrics))
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.prompts import render_lang
@@ -31,36 +31,28 @@ from rpo.utils.roles.parsing import (
     REASON_KEYS,
     RESTATED_KEYS,
     VERDICT_KEYS,
+    AnswerTally,
     ParseFailure,
     align,
     ask_structured,
     extract_list,
     first_value,
     parse_bool,
-    shown,
 )
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
-from rpo.utils.stats import Tally, counter
+from rpo.utils.stats import counter
 
 
 @dataclass
-class JudgeStats(Tally):
+class JudgeStats(AnswerTally):
     """How many responses were judged, retried, left unjudged."""
+
+    UNUSABLE: ClassVar[str] = "first unusable judge answer: {first_unusable} (rerun to ask again)"
 
     judged: int = counter("judged")
     unjudged: int = counter("unjudged")
     retries: int = counter("format retries")
     fuzzy_aligned: int = counter("aligned by fuzzy match")
-    first_unusable: str = ""  # the first answer no attempt could use, as shown on the summary
-
-    def summary_lines(self) -> list[str]:
-        lines = super().summary_lines()
-        if self.first_unusable:
-            lines.append("first unusable judge answer: {first_unusable} (rerun to ask again)")
-        return lines
-
-    def note_unusable(self, answer: str) -> None:
-        self.first_unusable = self.first_unusable or shown(answer)
 
 
 def parse_verdicts(text: str, constraints: Sequence[str]) -> tuple[list[bool], list[str], bool]:

@@ -8,13 +8,15 @@ whose reason selects the wording of the retry that `ask_structured` sends in the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import json_repair
 from rapidfuzz import fuzz, utils
 from rpo.utils.llm.client import ChatResult, LLMClient
 from rpo.utils.prompts import render_lang
 from rpo.utils.schema import Messages
+from rpo.utils.stats import Tally
 
 FUZZY_MIN_SCORE = 80.0
 _TRUE = {"true", "yes", "y", "1", "followed", "follows", "pass", "passed", "是", "遵守", "满足", "符合"}
@@ -41,6 +43,22 @@ def shown(answer: str, limit: int = 120) -> str:
     """An unusable answer as a failure line shows it: quoted, on one line, cut short."""
     flat = " ".join(answer.split())
     return repr(flat if len(flat) <= limit else flat[:limit] + "…")
+
+
+@dataclass
+class AnswerTally(Tally):
+    """A role's counts plus the first answer no attempt could use, which its summary shows on a line of
+    its own (`UNUSABLE`, a template over `first_unusable`) so a failed run says what came back."""
+
+    UNUSABLE: ClassVar[str] = "first unusable answer: {first_unusable}"
+    first_unusable: str = ""
+
+    def summary_lines(self) -> list[str]:
+        lines = super().summary_lines()
+        return [*lines, self.UNUSABLE] if self.first_unusable else lines
+
+    def note_unusable(self, answer: str) -> None:
+        self.first_unusable = self.first_unusable or shown(answer)
 
 
 class ParseFailure(Exception):

@@ -21,41 +21,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import json_repair
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.prompts import render_lang
 from rpo.utils.prompts.language import resolve_lang
 from rpo.utils.prompts.system_prompt import render_system_prompt
-from rpo.utils.roles.parsing import ParseFailure, ask_structured, first_value, shown
+from rpo.utils.roles.parsing import AnswerTally, ParseFailure, ask_structured, first_value
 from rpo.utils.roles.protocols import Judge
 from rpo.utils.schema import Messages, ProfileCore, Verdicts
-from rpo.utils.stats import Tally, counter
+from rpo.utils.stats import counter
 
 TRIGGERED_KEYS = ("triggered", "triggered_rules", "rules", "indices", "numbers")
 
 
 @dataclass
-class TriggerStats(Tally):
+class TriggerStats(AnswerTally):
     """What trigger selection decided: turns selected or unknown, and how many constraints were in play."""
+
+    UNUSABLE: ClassVar[str] = ("first unusable trigger answer: {first_unusable} "
+                               "(rerun to ask again, or --no-trigger to judge every constraint)")
 
     selected: int = counter("turns selected")
     unknown: int = counter("unknown after retries")
     retries: int = counter("format retries")
     in_play: int = counter("constraints in play")
     offered: int = counter("constraints offered")
-    first_unusable: str = ""  # the first answer no attempt could use, as shown on the summary
-
-    def summary_lines(self) -> list[str]:
-        lines = super().summary_lines()
-        if self.first_unusable:
-            lines.append("first unusable trigger answer: {first_unusable} "
-                         "(rerun to ask again, or --no-trigger to judge every constraint)")
-        return lines
-
-    def note_unusable(self, answer: str) -> None:
-        self.first_unusable = self.first_unusable or shown(answer)
 
 
 def _rule_number(item: Any) -> int:
