@@ -70,7 +70,7 @@ class LoopSize:
 
 SIZES = {
     "small": LoopSize(profiles=12, turns=3, samples=4, eval_dialogues=8, eval_turns=5, steps=20),
-    "smallest": LoopSize(profiles=3, turns=2, samples=4, eval_dialogues=2, eval_turns=2, steps=2),
+    "smallest": LoopSize(profiles=3, turns=2, samples=8, eval_dialogues=2, eval_turns=2, steps=2),
 }
 
 
