@@ -19,7 +19,8 @@ What it answers, per `POST /v1/chat/completions`, first match wins:
 `Reply` fields: `text` (one text, repeated for each of the n choices) or `texts` (exact choices;
 fewer than n imitates a server without `n` support); `status` (an error status such as 429 or 500
 with an OpenAI-style error body); `retry_after` (seconds, sent as the `Retry-After` header);
-`delay_s` (sleep before answering: longer than the client timeout imitates a timeout); `body`
+`delay_s` (sleep before answering); `stall` (never answer: hold the request until the client hangs
+up, which is what a client timeout does, whatever the timeout and however loaded the machine); `body`
 (raw response body sent as is, e.g. broken JSON); `max_choices` (cap on choices returned);
 `prompt_tokens` / `completion_tokens` (reported in `usage`; default: word counts);
 `echo_authorization` (an error body whose message repeats the request's Authorization header, as
@@ -68,6 +69,7 @@ class Reply:
     status: int = 200
     retry_after: float | None = None
     delay_s: float = 0.0
+    stall: bool = False
     body: str | bytes | None = None
     max_choices: int | None = None
     prompt_tokens: int | None = None
@@ -201,11 +203,11 @@ class ScriptedServer:
             await _send(send, 200, json.dumps(models).encode())
         elif scope["method"] == "POST" and path.rstrip("/").endswith("/chat/completions"):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            await self._chat(body or {}, headers.get("authorization", ""), send)
+            await self._chat(body or {}, headers.get("authorization", ""), send, receive)
         else:
             await _send(send, 404, _error_body(404, f"no route {scope['method']} {path}"))
 
-    async def _chat(self, request: dict[str, Any], authorization: str, send: Callable) -> None:
+    async def _chat(self, request: dict[str, Any], authorization: str, send: Callable, receive: Callable) -> None:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -214,6 +216,10 @@ class ScriptedServer:
                 reply = self.fail_reply
             else:
                 reply = self._next_reply(request)
+            if reply.stall:  # the body is read: the next message is the client's disconnect
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                return
             delay = reply.delay_s or self.delay_s
             if delay:
                 await asyncio.sleep(delay)
