@@ -7,6 +7,7 @@ sampling stage's concurrency turns into batch size instead of many small forward
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import torch
@@ -16,6 +17,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 transformers_logging.disable_progress_bar()  # a tiny model loads in no time; its bar is noise
+# `from_pretrained` is not thread-safe: two loads at once in one process can leave a model's tied
+# `lm_head` untied and newly initialised (the experiments' `--jobs 2` evaluates two arms in threads).
+LOADING = threading.Lock()
 
 
 class LocalPolicy:
@@ -27,8 +31,9 @@ class LocalPolicy:
         max_new_tokens: int = 64,
         batch_size: int = 64,
     ):
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        with LOADING:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
+            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
