@@ -120,7 +120,7 @@ def test_kill_midway_then_resume_loses_and_duplicates_nothing(server, tmp_path):
     ids = [json.loads(line)["session_id"] for line in detail.read_text().splitlines()]
     assert sorted(ids) == sorted(f"s{k}" for k in range(10)) and len(ids) == len(set(ids))
     assert f"skipped (already done) {len(written)}" in done.stdout
-    assert "unjudged 0" in done.stdout and "total" in done.stdout  # counts and the usage table
+    assert "unjudged 0" in done.stdout and "total" in done.stderr  # counts, and the usage table (stderr)
     assert (tmp_path / "out" / "dpo.json").is_file()
     assert "dpo" in json.loads((tmp_path / "out" / "dataset_info.json").read_text())
 

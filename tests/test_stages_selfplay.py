@@ -181,7 +181,7 @@ def test_sft_cli_sessions_dataset_and_resume(server, tmp_path):
     ]
     result = subprocess.run([*SFT, *args], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "self-play: sessions 3" in result.stdout and "total" in result.stdout
+    assert "self-play: sessions 3" in result.stdout and "total" in result.stderr
     records = [SelfPlaySession.model_validate_json(line) for line in sessions.read_text().splitlines()]
     assert sorted(r.session_id for r in records) == ["p0", "p1", "p2"]
     assert all(r.user_id == "u0" for r in records)

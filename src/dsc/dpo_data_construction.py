@@ -31,7 +31,6 @@ judge, rule reverser and an in-process tiny-model responder.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from rpo.utils import cli
@@ -43,6 +42,7 @@ from rpo.utils.io import (
 )
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
+from rpo.utils.llm.runner import run_calls
 from rpo.utils.pairs.build import build_dpo_dataset
 from rpo.utils.prompts.language import pick_lang
 from rpo.utils.roles.conversation import LLMRefiner, LLMResponder
@@ -68,45 +68,45 @@ def sample_and_judge(
     """Run the LLM part (resuming into `output_path`), print its summaries, return its counts."""
     trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
 
-    async def run() -> tuple[SamplingStats, list[str]]:
-        roles = ["response", "judge", "reverse", *([trigger_role] if trigger_role else []),
-                 *(["critic"] if refine is not None else [])]
-        async with LLMClient(pipeline, roles=roles) as client:  # keys and hosts checked before any call
-            judge = LLMJudge(client, lang=lang, strict=strict_judge)
-            reverser = LLMReverser(client, lang=lang)
-            refinement = Refinement(LLMRefiner(client, lang=lang), *refine) if refine is not None else None
-            selector = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
-            extras = {  # stored on every record; a resume with other values is refused
-                "sampler_model": pipeline.role("response").model,
-                "judge_model": pipeline.role("judge").model,
-                "samples_per_turn": n,
-                "trigger_selection": trigger,
-                "strict_judge": strict_judge,
-            }
-            stats = await sample_sessions(
-                sessions,
-                LLMResponder(client),
-                judge,
-                reverser,
-                n=n,
-                concurrency=concurrency,
-                output_path=output_path,
-                shard=selected,
-                lang=lang,
-                refinement=refinement,
-                extras=extras,
-                trigger=selector,
-            )
-            lines = [
-                f"sampling: {stats.summary()}",
-                f"judge: {judge.stats.summary()}",
-                f"reverser: {reverser.stats.summary()}",
-            ]
-            if selector is not None:
-                lines.append(f"trigger: {selector.stats.summary()}")
-            return stats, [*lines, f"detail written to {output_path}", client.usage_table()]
+    roles = ["response", "judge", "reverse", *([trigger_role] if trigger_role else []),
+             *(["critic"] if refine is not None else [])]
 
-    stats, lines = asyncio.run(run())
+    async def work(client: LLMClient) -> tuple[SamplingStats, list[str]]:
+        judge = LLMJudge(client, lang=lang, strict=strict_judge)
+        reverser = LLMReverser(client, lang=lang)
+        refinement = Refinement(LLMRefiner(client, lang=lang), *refine) if refine is not None else None
+        selector = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
+        extras = {  # stored on every record; a resume with other values is refused
+            "sampler_model": pipeline.role("response").model,
+            "judge_model": pipeline.role("judge").model,
+            "samples_per_turn": n,
+            "trigger_selection": trigger,
+            "strict_judge": strict_judge,
+        }
+        stats = await sample_sessions(
+            sessions,
+            LLMResponder(client),
+            judge,
+            reverser,
+            n=n,
+            concurrency=concurrency,
+            output_path=output_path,
+            shard=selected,
+            lang=lang,
+            refinement=refinement,
+            extras=extras,
+            trigger=selector,
+        )
+        lines = [
+            f"sampling: {stats.summary()}",
+            f"judge: {judge.stats.summary()}",
+            f"reverser: {reverser.stats.summary()}",
+        ]
+        if selector is not None:
+            lines.append(f"trigger: {selector.stats.summary()}")
+        return stats, [*lines, f"detail written to {output_path}"]
+
+    stats, lines = run_calls(pipeline, work, roles)
     print("\n".join(lines))
     return stats
 

@@ -18,8 +18,6 @@ next run. `--shard=k/n` splits the input.
 
 from __future__ import annotations
 
-import asyncio
-
 from rpo.utils import cli
 from rpo.utils.io import (
     InputError,
@@ -31,6 +29,7 @@ from rpo.utils.io import (
 )
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
+from rpo.utils.llm.runner import run_calls
 from rpo.utils.prompts.language import pick_lang
 from rpo.utils.roles.reverser import LLMReversalVerifier, LLMReverser
 from rpo.utils.schema import SessionDetail, SystemProfile
@@ -74,29 +73,27 @@ def main(
     model = SessionDetail if kind == "detail" else SystemProfile
     records = list(selected.select(cli.refuse_blank_constraints(read_jsonl(input, model, unique=key), input)))
 
-    async def run() -> tuple[ReversalRunStats | VerifyStats, str, str]:
-        async with LLMClient(pipeline, roles=["judge" if verify else "reverse"]) as client:  # checked first
-            width = concurrency or pipeline.concurrency
-            with JsonlAppender(output_path) as out:  # locked before reading what is done: one writer only
-                done = completed_keys(output_path, lambda obj: obj.get(key))
-                stats: ReversalRunStats | VerifyStats
-                if verify:
-                    stats = VerifyStats()
-                    verifier = LLMReversalVerifier(client, lang=lang)
-                    pending = not_done(records, done, key, stats)
-                    await verify_records(pending, verifier, out, max_checks, keep_bad, width, stats)
-                    summary = f"verify: {stats.summary()}\njudge: {verifier.judge.stats.summary()}"
-                else:
-                    stats = ReversalRunStats()
-                    reverser = LLMReverser(client, lang=lang)
-                    await reverse_records(not_done(records, done, key, stats), reverser, out, width, stats)
-                    summary = f"reverse: {stats.summary()}\nreverser: {reverser.stats.summary()}"
-            return stats, summary, client.usage_table()
+    async def work(client: LLMClient) -> tuple[ReversalRunStats | VerifyStats, str]:
+        width = concurrency or pipeline.concurrency
+        with JsonlAppender(output_path) as out:  # locked before reading what is done: one writer only
+            done = completed_keys(output_path, lambda obj: obj.get(key))
+            stats: ReversalRunStats | VerifyStats
+            if verify:
+                stats = VerifyStats()
+                verifier = LLMReversalVerifier(client, lang=lang)
+                pending = not_done(records, done, key, stats)
+                await verify_records(pending, verifier, out, max_checks, keep_bad, width, stats)
+                summary = f"verify: {stats.summary()}\njudge: {verifier.judge.stats.summary()}"
+            else:
+                stats = ReversalRunStats()
+                reverser = LLMReverser(client, lang=lang)
+                await reverse_records(not_done(records, done, key, stats), reverser, out, width, stats)
+                summary = f"reverse: {stats.summary()}\nreverser: {reverser.stats.summary()}"
+        return stats, summary
 
-    stats, summary, usage = asyncio.run(run())
+    stats, summary = run_calls(pipeline, work, ["judge" if verify else "reverse"])
     print(summary)
     print(f"written to {output_path}")
-    print(usage)
     built = (stats.records if isinstance(stats, VerifyStats) else stats.written) + stats.skipped
     cli.conclude("records", built, stats.failed, stats.first_failure)
 

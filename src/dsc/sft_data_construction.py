@@ -30,7 +30,6 @@ the strong model.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from rpo.utils import cli
@@ -42,6 +41,7 @@ from rpo.utils.io import (
 )
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
+from rpo.utils.llm.runner import run_calls
 from rpo.utils.prompts.language import pick_lang
 from rpo.utils.roles.conversation import LLMRefiner, LLMResponder, LLMUserSimulator, UserStats
 from rpo.utils.roles.judge import LLMJudge
@@ -101,47 +101,47 @@ def main(
         )
         trigger_role = ("trigger" if "trigger" in pipeline.roles else "judge") if trigger else None
 
-        async def run() -> tuple[SelfPlayStats, list[str]]:
-            role_names = ["user", "response", "judge", "critic", *([trigger_role] if trigger_role else [])]
-            async with LLMClient(pipeline, roles=role_names) as client:  # keys and hosts checked before any call
-                judge = LLMJudge(client, lang=lang, strict=strict_judge)
-                selector = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
-                user_stats = UserStats()
-                roles = SelfPlayRoles(
-                    responder=LLMResponder(client),
-                    judge=judge,
-                    user_for=lambda user, session_id: LLMUserSimulator(
-                        client, user, lang=lang, session_id=session_id, stats=user_stats
-                    ),
-                    refiner=LLMRefiner(client, lang=lang),
-                    trigger=selector,
-                )
-                stats = await run_self_play(
-                    profile_list,
-                    user_list,
-                    roles,
-                    output_path,
-                    max_turns,
-                    threshold,
-                    max_refines,
-                    n_candidates,
-                    concurrency or pipeline.concurrency,
-                    lang,
-                    settings={  # stored on every session; a resume with other values is refused
-                        "user_model": pipeline.role("user").model,
-                        "response_model": pipeline.role("response").model,
-                        "judge_model": pipeline.role("judge").model,
-                        "max_turns": max_turns, "threshold": threshold, "max_refines": max_refines,
-                        "n_candidates": n_candidates, "trigger_selection": trigger, "strict_judge": strict_judge,
-                    },
-                )
-                lines = [f"self-play: {stats.summary()}", f"user: {user_stats.summary()}",
-                         f"judge: {judge.stats.summary()}"]
-                if selector is not None:
-                    lines.append(f"trigger: {selector.stats.summary()}")
-                return stats, [*lines, f"sessions written to {output_path}", client.usage_table()]
+        role_names = ["user", "response", "judge", "critic", *([trigger_role] if trigger_role else [])]
 
-        stats, lines = asyncio.run(run())
+        async def work(client: LLMClient) -> tuple[SelfPlayStats, list[str]]:
+            judge = LLMJudge(client, lang=lang, strict=strict_judge)
+            selector = LLMTriggerSelector(client, role=trigger_role, lang=lang) if trigger_role else None
+            user_stats = UserStats()
+            roles = SelfPlayRoles(
+                responder=LLMResponder(client),
+                judge=judge,
+                user_for=lambda user, session_id: LLMUserSimulator(
+                    client, user, lang=lang, session_id=session_id, stats=user_stats
+                ),
+                refiner=LLMRefiner(client, lang=lang),
+                trigger=selector,
+            )
+            stats = await run_self_play(
+                profile_list,
+                user_list,
+                roles,
+                output_path,
+                max_turns,
+                threshold,
+                max_refines,
+                n_candidates,
+                concurrency or pipeline.concurrency,
+                lang,
+                settings={  # stored on every session; a resume with other values is refused
+                    "user_model": pipeline.role("user").model,
+                    "response_model": pipeline.role("response").model,
+                    "judge_model": pipeline.role("judge").model,
+                    "max_turns": max_turns, "threshold": threshold, "max_refines": max_refines,
+                    "n_candidates": n_candidates, "trigger_selection": trigger, "strict_judge": strict_judge,
+                },
+            )
+            lines = [f"self-play: {stats.summary()}", f"user: {user_stats.summary()}",
+                     f"judge: {judge.stats.summary()}"]
+            if selector is not None:
+                lines.append(f"trigger: {selector.stats.summary()}")
+            return stats, [*lines, f"sessions written to {output_path}"]
+
+        stats, lines = run_calls(pipeline, work, role_names)
         print("\n".join(lines))
         done = stats.written + stats.skipped
         if selected.count > 1 or not done:

@@ -1,28 +1,21 @@
 """What the evaluation CLIs share: endpoint config from flags, the output lock, tables and JSON output.
 
-The LLM client is imported only where calls are made, so the data-reading modules that use the
-helpers here never load it.
+Nothing here loads the LLM client, so the data-reading modules that use these helpers never do; the
+CLIs run their calls through `rpo.utils.llm.runner`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
 import os
-import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from rpo.utils.io import InputError, output_lock
 from rpo.utils.llm.config import PipelineConfig
-
-if TYPE_CHECKING:
-    from rpo.utils.llm.client import LLMClient
-
-T = TypeVar("T")
 
 
 def build_config(
@@ -89,25 +82,6 @@ def writer_running(output_dir: str | Path) -> bool:
     finally:
         os.close(fd)
     return False
-
-
-def run_calls(pipeline: PipelineConfig, work: Callable[[LLMClient], Awaitable[T]], resume_hint: str) -> T:
-    """Run `work` with one client and print its usage table whatever happens; a request that failed
-    for good ends the command with one line and exit 1 (what was written is kept for the resume)."""
-    from rpo.utils.llm.client import LLMClient, LLMError
-
-    async def go() -> T:
-        async with LLMClient(pipeline, roles=list(pipeline.roles)) as client:  # keys and hosts checked first
-            try:
-                return await work(client)
-            finally:
-                print(client.usage_table(), file=sys.stderr)
-
-    try:
-        return asyncio.run(go())
-    except LLMError as err:
-        print(f"error: {err} ({resume_hint})", file=sys.stderr)
-        sys.exit(1)
 
 
 def print_json(obj: Any) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rpo.eval.answers import answer_warnings
-from rpo.eval.common import build_config, exclusive_output, model_flags, print_json, run_calls, writer_running
+from rpo.eval.common import build_config, exclusive_output, model_flags, print_json, writer_running
 from rpo.eval.run_record import RUN_FILE, check_or_record, file_sha256
 from rpo.eval.sysbench.agree import agree_report, format_agreement, rejudge
 from rpo.eval.sysbench.checkout import checkout_data, load_pattern_builder
@@ -139,11 +139,13 @@ def run(
             "decoding": decoding, "history": history, "keep_think": keep_think, "judge": judge,
         }
         check_or_record(out, settings)
+        from rpo.utils.llm.runner import run_calls  # the client loads only for commands that call
+
         outcome = run_calls(
             pipeline,
             lambda client: run_sysbench(client, dialogues, out, RunSettings(history, keep_think), protocol,
                                         pipeline.concurrency),
-            "what was answered is kept: rerun the same command to resume",
+            resume_hint="what was answered is kept: rerun the same command to resume",
         )
         metrics = sysbench_metrics(outcome.dialogues, missing=outcome.missing)
         warnings = answer_warnings([a.response for a in outcome.answers], [a.truncated for a in outcome.answers])
@@ -190,11 +192,13 @@ def agree(
             concurrency,
             out / "cache",
         )
+        from rpo.utils.llm.runner import run_calls
+
         new = run_calls(
             pipeline,
             lambda client: rejudge(client, eval_file, recorded, out, own_protocol("own"), pipeline.concurrency,
                                    quiet=json),
-            "rerun the same command to resume",
+            resume_hint="rerun the same command to resume",
         )
         report = agree_report(recorded, new)
         write_json(out / "agreement.json", report)

@@ -14,7 +14,6 @@ not written and is counted, and the run exits 1 (a rerun tries it again).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from rpo.utils import cli
@@ -25,6 +24,7 @@ from rpo.utils.io import (
 )
 from rpo.utils.llm.client import LLMClient
 from rpo.utils.llm.config import PipelineConfig
+from rpo.utils.llm.runner import run_calls
 from rpo.utils.stages.profiles import GenerateStats, read_seeds, run_generation
 
 
@@ -50,17 +50,14 @@ def _run(
         raise InputError(f"{input}: field id: duplicate id {duplicate!r}")
     stats = GenerateStats()
 
-    async def run() -> str:
-        async with LLMClient(pipeline, roles=[options.get("role", "profile")]) as client:  # checked first
-            await run_generation(
-                kind, seeds, client, output_path, lang, concurrency or pipeline.concurrency, stats, **options
-            )
-            return client.usage_table()
+    async def work(client: LLMClient) -> None:
+        await run_generation(
+            kind, seeds, client, output_path, lang, concurrency or pipeline.concurrency, stats, **options
+        )
 
-    usage = asyncio.run(run())
+    run_calls(pipeline, work, [options.get("role", "profile")])
     print(f"{kind} profiles: {stats.summary()}")
     print(f"written to {output_path}")
-    print(usage)
     cli.conclude(f"{kind} profiles", stats.written + stats.skipped, stats.failed, stats.first_failure)
 
 

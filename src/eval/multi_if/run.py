@@ -21,7 +21,6 @@ from rpo.eval.common import (
     model_flags,
     print_json,
     refuse_other_models,
-    run_calls,
 )
 from rpo.eval.multi_if.data import Row, load_responses, load_rows, parse_languages
 from rpo.eval.multi_if.summary import format_report, multi_if_metrics
@@ -150,10 +149,12 @@ def run(
                          "extra_body": role.extra_body},
             "languages": selected,
         })
+        from rpo.utils.llm.runner import run_calls  # the client loads only for commands that call
+
         answered = run_calls(
             pipeline,
             lambda client: answer_rows(client, rows, out / "responses.jsonl", pipeline.concurrency),
-            "what was answered is kept: rerun the same command to resume",
+            resume_hint="what was answered is kept: rerun the same command to resume",
         )
         if answered.failures:
             print(f"error: {len(answered.failures)} of {len(rows)} conversations stopped at a request that "
