@@ -31,8 +31,10 @@ from rpo.demo.arms import (
     seed_parts,
     train_arm,
 )
+from rpo.demo.by_constraints import by_constraints
 from rpo.demo.pipeline import FULL, QUICK, Budget, fingerprint, sample_detail
-from rpo.eval.metrics import METRICS, Session, bootstrap_ci95, paired_difference, score
+from rpo.eval.crossed import crossed_difference, seeds_needed
+from rpo.eval.metrics import METRICS, Session, bootstrap_ci95, score
 from rpo.utils import cli
 from rpo.utils.io import InputError, atomic_write, exit_on_input_error, output_lock, write_json
 from rpo.utils.pairs.build import build_rpo_dataset
@@ -40,6 +42,8 @@ from rpo.utils.pairs.build import build_rpo_dataset
 METRIC_NAMES = tuple(METRICS)
 QUICK_NOTE = "QUICK mode is a smoke test at toy size: these numbers mean nothing."
 ONLINE_RESULT_VERSION = 2  # 2: each round keeps its judged sessions (the curve's intervals)
+POWER_TARGET = 0.015  # the half-width a powered comparison should reach: ±1.5 points
+POWER_SESSIONS = (100, 300, 1000)
 
 
 @dataclass(frozen=True)
@@ -204,12 +208,12 @@ def claim_verdict(per_metric: dict[str, str]) -> str:
 
 def paired(judged: dict[int, dict[str, list[Session]]], first: str, second: str) -> dict[str, dict] | None:
     """Paired differences first − second over seeds × held-out sessions, per metric, from the seeds
-    where both arms were built (None when there is none)."""
+    where both arms were built (None when there is none), with the interval of `rpo.eval.crossed`."""
     seeds = [seed for seed in judged if first in judged[seed] and second in judged[seed]]
     if not seeds:
         return None
-    units = [pair for seed in seeds for pair in zip(judged[seed][first], judged[seed][second], strict=True)]
-    return {name: paired_difference(units, name) for name in METRIC_NAMES}
+    grid = [list(zip(judged[seed][first], judged[seed][second], strict=True)) for seed in seeds]
+    return {name: crossed_difference(grid, name) for name in METRIC_NAMES}
 
 
 def interval_over_sessions(per_seed: list[list[Session]]) -> dict[str, list[float]]:
@@ -221,6 +225,16 @@ def interval_over_sessions(per_seed: list[list[Session]]) -> dict[str, list[floa
         return lambda drawn: statistics.fmean(metric([unit[k] for unit in drawn]) for k in range(len(per_seed)))
 
     return bootstrap_ci95(units, {name: mean_over_seeds(metric) for name, metric in METRICS.items()})
+
+
+def power(differences: dict[str, dict]) -> dict[str, dict[str, int | None]] | None:
+    """Per metric, the seeds a 95% interval of ±`POWER_TARGET` would take with each of `POWER_SESSIONS`
+    held-out sessions, projected from this run's variance components (None from one seed, which has no
+    seed variance to project from; a None count: more than 1,000 seeds)."""
+    if any(difference["components"] is None for difference in differences.values()):
+        return None
+    return {name: {str(sessions): seeds_needed(difference["components"], sessions, POWER_TARGET)
+                   for sessions in POWER_SESSIONS} for name, difference in differences.items()}
 
 
 def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> dict:
@@ -263,7 +277,7 @@ def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> di
             continue
         per_metric = {name: verdict(differences[name]["ci95"]) for name in METRIC_NAMES}
         claims.append({"claim": f"{better} > {worse}", "difference": differences, "verdicts": per_metric,
-                       "verdict": claim_verdict(per_metric)})
+                       "verdict": claim_verdict(per_metric), "seeds_for_target": power(differences)})
     report: dict = {"experiment": experiment.name, "question": experiment.question,
                     "reference": experiment.reference, "arms": arms, "claims": claims, "per_seed": per_seed,
                     "shared": shared}
@@ -298,6 +312,17 @@ def table(report: dict) -> str:
         cells = "  ".join(f"{m} {d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
                           for m, d in (claim["difference"] or {}).items())
         lines.append(f"  {claim['claim']:<16} {cells}  -> {claim['verdict']}")
+    if "by_constraints" in report:
+        split = report["by_constraints"]
+        lines += ["", (f"by constraints in play: Table 4 (direct valid, direct perfect, reverse perfect) and "
+                      f"{split['claim']} (CSR, ISR):")]
+        for group in split["groups"]:
+            table4, difference = split["table4"][group], split["difference"][group]
+            rates = "  ".join(f"{table4[method][quality]['rate']:.2f}" for method, quality in
+                              (("direct", "valid"), ("direct", "perfect"), ("reverse", "perfect")))
+            cells = "  ".join(f"{m} {difference[m]['diff']:+.3f} [{difference[m]['ci95'][0]:+.3f}, "
+                              f"{difference[m]['ci95'][1]:+.3f}]" for m in ("CSR", "ISR"))
+            lines.append(f"  {group:<4} {table4['turns']:>6} turns  {rates}  | {difference['turns']:>5} turns  {cells}")
     if "curve" in report:
         lines += ["", "online RPO per round (mean over seeds):"]
         for entry in mean_curve(report):
@@ -324,13 +349,49 @@ def readme_tables(report: dict) -> str:
               "|---|" + "---|" * (len(METRIC_NAMES) + 1)]
     for claim in report["claims"]:
         differences = claim["difference"]
-        cells = " | ".join(
-            f"{points(differences[m]['diff'])} [{points(differences[m]['ci95'][0])}, "
-            f"{points(differences[m]['ci95'][1])}]" if differences else "—"
-            for m in METRIC_NAMES
-        )
+        cells = " | ".join(interval_points(differences[m]) if differences else "—" for m in METRIC_NAMES)
         lines.append(f"| {claim['claim']} | {cells} | {claim['verdict']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + power_table(report) + constraints_table(report)) + "\n"
+
+
+def interval_points(difference: dict) -> str:
+    return f"{points(difference['diff'])} [{points(difference['ci95'][0])}, {points(difference['ci95'][1])}]"
+
+
+def power_table(report: dict) -> list[str]:
+    """Per claim and metric, the seeds a ±1.5-point interval would take (Markdown lines; none from one seed)."""
+    rows = [(claim, metric, counts) for claim in report["claims"] if claim.get("seeds_for_target")
+            for metric, counts in claim["seeds_for_target"].items()]
+    if not rows:
+        return []
+    lines = ["", "| claim | metric | 95% half-width now (points) | seeds for ±1.5 points with "
+             + " / ".join(f"{int(n):,}" for n in rows[0][2]) + " sessions |", "|---|---|---|---|"]
+    for claim, metric, counts in rows:
+        low, high = claim["difference"][metric]["ci95"]
+        needed = " / ".join(str(count) if count is not None else "> 1,000" for count in counts.values())
+        lines.append(f"| {claim['claim']} | {metric} | {50 * (high - low):.1f} | {needed} |")
+    return lines
+
+
+def constraints_table(report: dict) -> list[str]:
+    """Table 4's rates and the claim's difference by constraints in play (Markdown lines; methods only)."""
+    if "by_constraints" not in report:
+        return []
+    split = report["by_constraints"]
+    claim = split["claim"].replace(" > ", " − ")
+
+    def rate(entry: dict) -> str:
+        return f"{entry['rate']:.2f} [{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]"
+
+    lines = ["", (f"| constraints in play | sampled turns | direct valid | direct perfect | reverse perfect "
+                 f"| held-out turns | {claim} CSR | {claim} ISR |"), "|---|---|---|---|---|---|---|---|"]
+    for group in split["groups"]:
+        table4, difference = split["table4"][group], split["difference"][group]
+        lines.append(f"| {group} | {table4['turns']:,} | {rate(table4['direct']['valid'])} | "
+                     f"{rate(table4['direct']['perfect'])} | {rate(table4['reverse']['perfect'])} | "
+                     f"{difference['turns']:,} | {interval_points(difference['CSR'])} | "
+                     f"{interval_points(difference['ISR'])} |")
+    return lines
 
 
 def mean_curve(report: dict) -> list[dict]:
@@ -417,6 +478,21 @@ def figure(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def chosen_arms(experiment: Experiment, arms: str | tuple | None) -> Experiment:
+    """The experiment restricted to the named arms (the base and the reference arm always stay), with
+    the claims whose two arms both remain; None keeps every arm."""
+    if arms is None:
+        return experiment
+    names = [str(name).strip() for name in (arms if isinstance(arms, tuple) else str(arms).split(","))]
+    known = [arm.name for arm in experiment.arms]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise InputError(f"--arms: {experiment.name} has arms {', '.join(known)}; got {arms!r}")
+    keep = {"base", experiment.reference, *names}
+    claims = tuple(claim for claim in experiment.claims if set(claim) <= keep)
+    return replace(experiment, arms=tuple(arm for arm in experiment.arms if arm.name in keep), claims=claims)
+
+
 def parse_seeds(seeds: str | int | tuple) -> list[int]:
     values = seeds if isinstance(seeds, tuple) else str(seeds).split(",")
     try:
@@ -431,10 +507,11 @@ def parse_seeds(seeds: str | int | tuple) -> list[int]:
 @exit_on_input_error
 def main(name: str, seeds: str | int | tuple = "0,1,2", output_dir: str = "out/experiments", quick: bool = False,
          split: str = "eval", jobs: int = 1, rounds: int = 3, keep: bool = False, figure_path: str | None = None,
-         **overrides) -> None:
+         arms: str | tuple | None = None, **overrides) -> None:
     """Run experiment NAME over `seeds`; bases, samples and finished arms in `output_dir` are reused.
 
-    `--jobs 2` trains two arms at a time with one core each; `--rounds` is online RPO's K; any
+    `--arms DPO,RPO` trains only those arms (with the base and the reference arm) and tests only the
+    claims between them; `--jobs 2` trains two arms at a time with one core each; `--rounds` is online RPO's K; any
     `Budget` field can be overridden (`--pref_steps 60`), for every arm alike.
     """
     began = time.monotonic()
@@ -447,10 +524,11 @@ def main(name: str, seeds: str | int | tuple = "0,1,2", output_dir: str = "out/e
         raise InputError(f"unknown budget options: {', '.join(sorted(unknown))}")
     if not isinstance(jobs, int) or jobs < 1 or not isinstance(rounds, int) or rounds < 2:
         raise InputError(f"--jobs must be an integer >= 1 and --rounds >= 2, got {jobs!r} and {rounds!r}")
-    experiment, seed_list = EXPERIMENTS[name], parse_seeds(seeds)
+    experiment, seed_list = chosen_arms(EXPERIMENTS[name], arms), parse_seeds(seeds)
     budget = replace(QUICK if quick else FULL, **overrides)
     output = Path(output_dir).resolve()
     results: dict[int, dict[str, dict]] = {}
+    details: list[Path] = []
     held_out = 0
     for seed in seed_list:
         work = output / f"seed{seed}"
@@ -458,7 +536,11 @@ def main(name: str, seeds: str | int | tuple = "0,1,2", output_dir: str = "out/e
             parts = seed_parts(seed, budget, work, split)
             held_out = len(parts.held_out)
             results[seed] = run_seed(experiment, parts, budget, jobs, rounds, keep)
+            details.append(parts.detail)
     report = summarise(experiment, results)
+    if {"RPO", "DPO"} <= {arm.name for arm in experiment.arms}:
+        judged = {seed: {arm: result["judged"]["own"] for arm, result in arms.items()} for seed, arms in results.items()}
+        report["by_constraints"] = by_constraints(details, judged, "RPO", "DPO")
     report.update(seeds=seed_list, split=split, eval_sessions=held_out, quick=quick, budget=asdict(budget),
                   rounds=rounds if name == "online" else None, minutes=round((time.monotonic() - began) / 60, 2))
     write_json(output / f"{name}.json", report)

@@ -20,7 +20,7 @@ construction emits, not assumed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -80,14 +80,14 @@ Flags = tuple[bool, bool, bool]
 class SampleEfficiency:
     """Table 4 for direct vs reversed pairing, overall and by number of constraints.
 
-    Turns are tallied by (five or more constraints, direct flags, reversed flags), one counter update
+    Turns are tallied by (constraints in play, direct flags, reversed flags), one counter update
     a turn (pair construction adds one per turn of its input); `direct` and `reverse` derive the rates.
     """
 
     tally: Counter[tuple[bool, Flags, Flags]] = field(default_factory=Counter)
 
     def add_turn(self, n_constraints: int, direct: Flags, reverse: Flags) -> None:
-        self.tally[(n_constraints >= 5, direct, reverse)] += 1
+        self.tally[(n_constraints, direct, reverse)] += 1
 
     @property
     def direct(self) -> dict[str, Rates]:
@@ -100,10 +100,14 @@ class SampleEfficiency:
         return self._rates(2)
 
     def _rates(self, method: int) -> dict[str, Rates]:
-        table = {b: Rates() for b in ("all", *BUCKETS)}
-        for key, count in self.tally.items():
-            table["all"].add(key[method], count)
-            table[BUCKETS[key[0]]].add(key[method], count)
+        return {"all": self.grouped(method, lambda _: "all")["all"], **self.grouped(method, bucket)}
+
+    def grouped(self, method: int | str, group: Callable[[int], str]) -> dict[str, Rates]:
+        """Rates of one method ("direct"/1 or "reverse"/2) per group of the number of constraints in play."""
+        index = {"direct": 1, "reverse": 2}.get(method, method)  # type: ignore[call-overload]
+        table: dict[str, Rates] = {}
+        for key, count in sorted(self.tally.items()):
+            table.setdefault(group(key[0]), Rates()).add(key[index], count)
         return table
 
     def as_dict(self) -> dict[str, dict[str, float]]:
