@@ -2,19 +2,24 @@
 writes its documented report, and every arm of a seed shares the seed's base policy and held-out
 sessions (trained once, reused by later experiments); the paired interval is the hand-computed one."""
 
+import contextlib
+import io
 import json
 import math
 import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from rpo.demo import experiments
 from rpo.demo.arms import EmptyArmData, SeedParts, arm_dataset
+from rpo.demo.by_constraints import difference_by_group, efficiency, group_of, table4_by_group, turns_in
 from rpo.demo.experiments import (
     EXPERIMENTS,
+    chosen_arms,
     chunks,
     claim_verdict,
     figure_data,
@@ -26,30 +31,53 @@ from rpo.demo.experiments import (
     verdict,
 )
 from rpo.demo.pipeline import QUICK, demonstrator_detail
+from rpo.eval.crossed import crossed_difference, seeds_needed
 from rpo.eval.metrics import METRICS, bootstrap_ci95, paired_difference, score
+from rpo.utils.io import InputError
 
-ORDER = ("gamma", "methods", "gap", "prompt", "online")
+from tests.stand_in_training import stand_in_train
+
+ORDER = ("methods", "gamma", "gap", "prompt", "online")
 SEEDS = {"prompt": [0, 1]}  # one experiment over two seeds; the others reuse seed 0's base
+
+
+@dataclass
+class Ran:
+    """What an experiment printed (a finished process's `stdout`, or the in-process run's)."""
+
+    stdout: str
 
 
 @pytest.fixture(scope="module")
 def runs(quick_demo, tmp_path_factory):
-    """Every experiment at `--quick`, in one folder that starts with the QUICK demo's seed-0 base."""
+    """Every experiment at `--quick`, in one folder that starts with the QUICK demo's seed-0 base.
+
+    `methods` runs as a user runs it, a process that trains every method (SFT on the best samples,
+    DPO, KTO, RPO) through `llamafactory-cli`. The other experiments then run in this process with the
+    stand-in trainer: what they add is which arm trains on what, and the reports, not training
+    itself; they reuse methods' real RPO arm where they share it."""
     base = tmp_path_factory.mktemp("experiments")
+    out = base / "out"
     demo_seed = quick_demo[1] / "seed0"
-    (base / "out" / "seed0" / "models").mkdir(parents=True)
-    shutil.copy(demo_seed / "base.json", base / "out" / "seed0" / "base.json")
-    shutil.copytree(demo_seed / "models" / "base", base / "out" / "seed0" / "models" / "base")
-    done = {}
-    for name in ORDER:
-        seeds = ",".join(map(str, SEEDS.get(name, [0])))
-        proc = subprocess.run(
-            [sys.executable, "-m", "rpo.demo.experiments", name, "--quick", "--seeds", seeds, "--output_dir", "out",
-             "--jobs", "2"],
-            capture_output=True, text=True, timeout=900, cwd=base, check=False,
-        )
-        assert proc.returncode == 0, f"{name}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-        done[name] = (json.loads((base / "out" / f"{name}.json").read_text()), proc)
+    (out / "seed0" / "models").mkdir(parents=True)
+    shutil.copy(demo_seed / "base.json", out / "seed0" / "base.json")
+    shutil.copytree(demo_seed / "models" / "base", out / "seed0" / "models" / "base")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rpo.demo.experiments", "methods", "--quick", "--seeds", "0", "--output_dir", "out",
+         "--jobs", "2"],
+        capture_output=True, text=True, timeout=900, cwd=base, check=False,
+    )
+    assert proc.returncode == 0, f"methods:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    done = {"methods": (json.loads((out / "methods.json").read_text()), Ran(proc.stdout))}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("rpo.demo.arms.train", stand_in_train)
+        patch.setattr("rpo.demo.pipeline.train", stand_in_train)
+        for name in ORDER[1:]:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                experiments.main(name, seeds=",".join(map(str, SEEDS.get(name, [0]))), output_dir=str(out),
+                                 quick=True, jobs=2)
+            done[name] = (json.loads((out / f"{name}.json").read_text()), Ran(printed.getvalue()))
     return base, done
 
 
@@ -129,14 +157,22 @@ def test_every_experiment_writes_its_documented_report(runs):
             if arm_name == experiment.reference:
                 assert "vs_reference" not in arm
             else:
-                units = [pair for seed in seeds
-                         for pair in zip(judged[seed][arm_name], judged[seed][experiment.reference])]
-                assert arm["vs_reference"] == {m: paired_difference(units, m) for m in METRICS}
+                grid = [list(zip(judged[seed][arm_name], judged[seed][experiment.reference])) for seed in seeds]
+                assert arm["vs_reference"] == {m: crossed_difference(grid, m) for m in METRICS}
         assert [claim["claim"] for claim in report["claims"]] == [f"{a} > {b}" for a, b in experiment.claims]
         for claim, (better, worse) in zip(report["claims"], experiment.claims):
-            units = [pair for seed in seeds for pair in zip(judged[seed][better], judged[seed][worse])]
-            assert claim["difference"] == {m: paired_difference(units, m) for m in METRICS}
+            grid = [list(zip(judged[seed][better], judged[seed][worse])) for seed in seeds]
+            assert claim["difference"] == {m: crossed_difference(grid, m) for m in METRICS}
             assert claim["verdicts"] == {m: verdict(claim["difference"][m]["ci95"]) for m in METRICS}
+            if len(seeds) == 1:  # one seed: the interval over sessions, and nothing to project seeds from
+                units = grid[0]
+                assert claim["difference"] == {m: {**paired_difference(units, m), "seeds": 1, "components": None}
+                                               for m in METRICS}
+                assert claim["seeds_for_target"] is None
+            else:
+                assert claim["seeds_for_target"] == {
+                    m: {str(n): seeds_needed(claim["difference"][m]["components"], n, 0.015) for n in (100, 300, 1000)}
+                    for m in METRICS}
         assert proc.stdout.count("QUICK mode is a smoke test") == 1 and "paired difference" in proc.stdout
 
 
@@ -147,8 +183,9 @@ def test_readme_tables_and_figure_show_the_json(runs):
     for name, (report, _) in done.items():
         tables = (base / "out" / f"{name}.md").read_text()
         assert tables == readme_tables(report)
-        rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in tables.splitlines()
-                if line.startswith("| ")]
+        parsed = [[[cell.strip() for cell in line.strip("|").split("|")] for line in block.splitlines()
+                   if line.startswith("| ")] for block in tables.split("\n\n")]
+        rows = parsed[0] + parsed[1]
         arm_rows = {row[0]: row[1:] for row in rows[1 : 1 + len(report["arms"])]}
         for arm_name, arm in report["arms"].items():
             cells = arm_rows[arm_name]
@@ -164,6 +201,23 @@ def test_readme_tables_and_figure_show_the_json(runs):
                 assert shown == [round(100 * difference["diff"], 1), round(100 * difference["ci95"][0], 1),
                                  round(100 * difference["ci95"][1], 1)]
             assert row[4] == claim["verdict"]
+        extra = parsed[2:]
+        if len(report["seeds"]) > 1:  # the seeds each claim's interval would need for ±1.5 points
+            power_rows = extra.pop(0)[1:]
+            expected = [[claim["claim"], m, f"{50 * (claim['difference'][m]['ci95'][1] - claim['difference'][m]['ci95'][0]):.1f}",
+                         " / ".join(str(c) if c is not None else "> 1,000" for c in claim["seeds_for_target"][m].values())]
+                        for claim in report["claims"] for m in METRICS]
+            assert power_rows == expected
+        if "by_constraints" in report:
+            split = report["by_constraints"]
+            constraint_rows = extra.pop(0)[1:]
+            assert [row[0] for row in constraint_rows] == ["1-2", "3-4", "5+"]
+            for row, group in zip(constraint_rows, split["groups"]):
+                table4, difference = split["table4"][group], split["difference"][group]
+                assert row[1] == f"{table4['turns']:,}" and row[5] == f"{difference['turns']:,}"
+                assert row[4].startswith(f"{table4['reverse']['perfect']['rate']:.2f} [")
+                assert row[7].startswith(f"{100 * difference['ISR']['diff']:+.1f}".replace("-", "\u2212"))
+        assert extra == []
 
         data = figure_data(report)
         assert data["differences"] == [
@@ -285,3 +339,45 @@ def test_an_arm_without_data_is_named_and_the_others_go_on(tmp_path, monkeypatch
                                    "verdict": "not built (no seed has both arms)"}
     assert list(figure_data(lonely)["arms"]) == ["base", "g=1"]
     assert "| g>=3 |" not in readme_tables(lonely) and "| g>=3 > g=1 | — | — | — | not built" in readme_tables(lonely)
+
+
+def test_methods_are_split_by_constraints_in_play(runs):
+    """Table 4 and RPO − DPO per group of constraints in play, as recomputed from the seed's samples and
+    the arms' cached judgments; the groups partition the paper's < 5 / >= 5 split and the held-out turns."""
+    base, done = runs
+    report = done["methods"][0]
+    split = report["by_constraints"]
+    detail = base / "out" / "seed0" / "detail.jsonl"
+    assert split["groups"] == ["1-2", "3-4", "5+"] and split["claim"] == "RPO > DPO"
+    assert split["table4"] == table4_by_group([detail])
+    rpo, dpo = (judged_own(base, report, 0, arm) for arm in ("RPO", "DPO"))
+    assert split["difference"] == difference_by_group({0: (rpo, dpo)})
+    tallies = efficiency(detail)
+    assert split["table4"]["1-2"]["turns"] + split["table4"]["3-4"]["turns"] == tallies.direct["<5"].turns
+    assert split["table4"]["5+"]["turns"] == tallies.direct[">=5"].turns
+    turns = [split["difference"][group]["turns"] for group in split["groups"]]
+    assert sum(turns) == sum(len(session) for session in rpo)
+    # ISR pools turns, so the groups' differences weighted by their turns give the overall difference
+    overall = report["claims"][[c["claim"] for c in report["claims"]].index("RPO > DPO")]["difference"]["ISR"]["diff"]
+    weighted = sum(n * split["difference"][g]["ISR"]["diff"] for n, g in zip(turns, split["groups"])) / sum(turns)
+    assert weighted == pytest.approx(overall, abs=2e-4)
+    assert "by constraints in play" in done["methods"][1].stdout
+
+
+def test_turns_are_grouped_by_the_constraints_they_trigger():
+    session = [[True, False], [True, True, True], None, [True] * 5, [False] * 6]
+    assert turns_in([session], "1-2") == [[[True, False]]]
+    assert turns_in([session], "3-4") == [[[True, True, True]]]
+    assert turns_in([session], "5+") == [[[True] * 5, [False] * 6]]
+    assert [group_of(n) for n in (1, 2, 3, 4, 5, 9)] == ["1-2", "1-2", "3-4", "3-4", "5+", "5+"]
+
+
+def test_arms_option_keeps_the_base_the_reference_and_the_claims_between_kept_arms():
+    methods = chosen_arms(EXPERIMENTS["methods"], "DPO,RPO")
+    assert [arm.name for arm in methods.arms] == ["base", "DPO", "RPO"]
+    assert methods.claims == (("DPO", "base"), ("RPO", "DPO"), ("RPO", "base"))
+    gamma = chosen_arms(EXPERIMENTS["gamma"], "γ=0.05")
+    assert [arm.name for arm in gamma.arms] == ["base", "γ=0", "γ=0.05"] and gamma.claims == (("γ=0.05", "γ=0"),)
+    assert chosen_arms(EXPERIMENTS["gap"], None) is EXPERIMENTS["gap"]
+    with pytest.raises(InputError, match="--arms: methods has arms base, SFT, DPO, KTO, RPO; got 'PPO'"):
+        chosen_arms(EXPERIMENTS["methods"], "PPO")
