@@ -7,7 +7,7 @@ rate and seed, on data from the same preference samples, and is scored on the sa
 sessions; only the factor the experiment names changes. Each experiment writes
 `{output_dir}/NAME.json` (per seed and arm: CSR, ISR, SSR, training records; per arm: mean and sd
 over seeds, and the paired difference to the reference arm with a 95% interval over seeds × sessions),
-a figure (`img/experiment_NAME.png`; next to the JSON with `--quick`) and prints a table.
+a figure (`{output_dir}/NAME.png`, or `--figure_path`; a run changes no tracked file) and prints a table.
 """
 
 from __future__ import annotations
@@ -546,8 +546,7 @@ def main(name: str, seeds: str | int | tuple = "0,1,2", output_dir: str = "out/e
     write_json(output / f"{name}.json", report)
     with atomic_write(output / f"{name}.md") as tables:
         tables.write(readme_tables(report))
-    figure_file = Path(figure_path) if figure_path else output / f"{name}.png" if quick else Path(
-        f"img/experiment_{name}.png")
+    figure_file = Path(figure_path) if figure_path else output / f"{name}.png"
     figure(report, figure_file)
     print(table(report))
 
