@@ -52,7 +52,7 @@ def table4_by_group(details: Sequence[Path]) -> dict[str, dict]:
     for detail in details:
         tallies = efficiency(detail)
         for method in ("direct", "reverse"):
-            for name, rates in tallies.grouped(method, group_of).items():
+            for name, rates in tallies.grouped(method, group_of, [name for name, _, _ in GROUPS]).items():
                 pooled[name][method].turns += rates.turns
                 pooled[name][method].hits.update(rates.hits)
     return {

@@ -100,14 +100,15 @@ class SampleEfficiency:
         return self._rates(2)
 
     def _rates(self, method: int) -> dict[str, Rates]:
-        return {"all": self.grouped(method, lambda _: "all")["all"], **self.grouped(method, bucket)}
+        return {"all": self.grouped(method, lambda _: "all", ("all",))["all"], **self.grouped(method, bucket, BUCKETS)}
 
-    def grouped(self, method: int | str, group: Callable[[int], str]) -> dict[str, Rates]:
-        """Rates of one method ("direct"/1 or "reverse"/2) per group of the number of constraints in play."""
+    def grouped(self, method: int | str, group: Callable[[int], str], names: Sequence[str]) -> dict[str, Rates]:
+        """Rates of one method ("direct"/1 or "reverse"/2) per group (one of `names`) of the number of
+        constraints in play; a group without turns has empty rates."""
         index = {"direct": 1, "reverse": 2}.get(method, method)  # type: ignore[call-overload]
-        table: dict[str, Rates] = {}
-        for key, count in sorted(self.tally.items()):
-            table.setdefault(group(key[0]), Rates()).add(key[index], count)
+        table = {name: Rates() for name in names}
+        for key, count in self.tally.items():
+            table[group(key[0])].add(key[index], count)
         return table
 
     def as_dict(self) -> dict[str, dict[str, float]]:
