@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,6 +103,12 @@ def _config(workspace: Path, output: str, **overrides) -> dict:
     return config
 
 
+def logged_steps(config: dict) -> list:
+    """The training steps a finished run logged (none when it failed before writing its state)."""
+    state_path = Path(config["output_dir"]) / "trainer_state.json"
+    return [h for h in json.loads(state_path.read_text())["log_history"] if "loss" in h] if state_path.exists() else []
+
+
 def train(workspace: Path, output: str, env: dict | None = None, **overrides) -> tuple[subprocess.CompletedProcess, list]:
     """Run `llamafactory-cli train` and return the process and the logged training steps."""
     config = _config(workspace, output, **overrides)
@@ -114,11 +119,24 @@ def train(workspace: Path, output: str, env: dict | None = None, **overrides) ->
         [str(BIN / "llamafactory-cli"), "train", str(config_path)],
         cwd=workspace, env=full_env, capture_output=True, text=True, timeout=600, check=False,
     )
-    state_path = Path(config["output_dir"]) / "trainer_state.json"
-    steps = []
-    if proc.returncode == 0 and state_path.exists():
-        steps = [h for h in json.loads(state_path.read_text())["log_history"] if "loss" in h]
-    return proc, steps
+    return proc, logged_steps(config) if proc.returncode == 0 else []
+
+
+RUN_EXP_EACH = """
+import json, sys
+from llamafactory.train.tuner import run_exp
+for config in json.load(sys.stdin):
+    run_exp(config)
+"""
+
+
+def train_through_python_api(workspace: Path, names: list[str]) -> dict[str, tuple[subprocess.CompletedProcess, list]]:
+    """Run each named configuration with LLaMA-Factory's Python API (`run_exp`), one after the other in
+    one fresh process with the patch on; returns, per name, that process and the run's logged steps."""
+    configs = {name: _config(workspace, name, **RUNS[name][1]) for name in names}
+    proc = subprocess.run([sys.executable, "-c", RUN_EXP_EACH], input=json.dumps(list(configs.values())),
+                          cwd=workspace, capture_output=True, text=True, timeout=600, check=False)
+    return {name: (proc, logged_steps(config)) for name, config in configs.items()}
 
 
 PLAIN_FOUR_STEPS = {"dataset": "plain", "max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 5e-3}
@@ -137,14 +155,21 @@ RUNS: dict[str, tuple[dict, dict]] = {  # name: (environment, config overrides)
     "torchrun": ({"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"},
                  {"dataset": "constant4", "rpo_gamma": 0.5, "per_device_train_batch_size": 4}),
 }
-"""Every `llamafactory-cli train` the tests below read, run two at a time by the `trained` fixture."""
+"""Every training the tests below read, made by the `trained` fixture."""
+PYTHON_API_RUNS = ["graded", "smoothing", "log2_graded", "plain_on", "plain_gamma", "simpo", "ipo_plain"]
+"""Runs that need nothing of the command line: one process trains them all through `run_exp`. The others
+go through `llamafactory-cli` (its one-line refusals, its YAML key check, RPO_PATCH_DISABLE set at start,
+torchrun), the patch-off run beside the patch-on runs it must equal bit for bit."""
 
 
 @pytest.fixture(scope="module")
 def trained(workspace) -> dict[str, tuple[subprocess.CompletedProcess, list]]:
+    cli_runs = sorted((name for name in RUNS if name not in PYTHON_API_RUNS), key=lambda name: name != "torchrun")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = pool.map(lambda name: train(workspace, name, RUNS[name][0], **RUNS[name][1]), RUNS)
-        return dict(zip(RUNS, results))
+        python_api = pool.submit(train_through_python_api, workspace, PYTHON_API_RUNS)
+        cli = dict(zip(cli_runs, pool.map(lambda name: train(workspace, name, RUNS[name][0], **RUNS[name][1]),
+                                          cli_runs)))
+        return {**python_api.result(), **cli}
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
@@ -152,6 +177,7 @@ def _ok(proc: subprocess.CompletedProcess) -> None:
 
 
 def test_first_step_loss_is_mean_softplus_of_margin(trained):
+    """Through LLaMA-Factory's Python API (`run_exp`), as a script that trains several configurations would."""
     gamma = RUNS["graded"][1]["rpo_gamma"]
     proc, steps = trained["graded"]
     _ok(proc)
@@ -302,22 +328,6 @@ def test_disabled_patch_accepts_rpo_gamma_and_trains_without_margin(trained):
 def test_other_losses_without_margin_still_train(trained):
     proc, _ = trained["ipo_plain"]
     _ok(proc)
-
-
-def test_python_api_applies_the_margin(workspace):
-    config = _config(workspace, "python_api", rpo_gamma=0.5)
-    script = textwrap.dedent(
-        f"""
-        from llamafactory.train.tuner import run_exp
-        run_exp({config!r})
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=workspace, capture_output=True, text=True, timeout=600,
-                          check=False)
-    _ok(proc)
-    state = json.loads((Path(config["output_dir"]) / "trainer_state.json").read_text())
-    expected = sum(softplus(BETA * 0.5 * g) for g in range(8)) / 8
-    assert state["log_history"][0]["loss"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_torchrun_workers_apply_the_margin(trained):
