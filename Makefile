@@ -37,7 +37,7 @@ e2e: setup
 	$(BIN)/python -m rpo.demo.local_loop run --size=$(E2E_SIZE) --output_dir=out/e2e
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf out
