@@ -50,9 +50,10 @@ def test_score_by_hand():
     assert parallel == {"dialogues": 2, "SSR": r4(6 / 10), "streak": [1.0, 0.5, 0.5, 0.5, 0.5],
                         "by_alignment": {"align": 1.0, "misalign": r4(7 / 8), "total": r4(9 / 10)}}
     assert (m["dialogues"], m["turns"], m["unjudged"], m["criteria"]) == (5, 25, 0, 38)
-    for name in ("CSR", "ISR", "SSR"):
-        low, high = m["ci95"][name]
-        assert low <= m[name] <= high
+    # the seeded bootstrap over the five dialogues, taken in system_id order whatever order they come in
+    expected = {"CSR": [r4(8 / 13), r4(18 / 19)], "ISR": [r4(16 / 25), r4(22 / 25)], "SSR": [r4(3 / 25), r4(18 / 25)]}
+    assert m["ci95"] == expected
+    assert sysbench_metrics(list(reversed(load_judged(EVAL_OUTPUT))), rounds=200)["ci95"] == expected
 
 
 def test_score_json_prints_one_object_and_nothing_else():
