@@ -36,8 +36,10 @@ E2E_SIZE ?= small
 e2e: setup
 	$(BIN)/python -m rpo.demo.local_loop run --size=$(E2E_SIZE) --output_dir=out/e2e
 
+# One test file per worker, a worker per core up to four; PYTEST_ARGS adds flags (--durations=15, -k NAME).
+PYTEST_ARGS ?=
 test: setup browser
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf out
