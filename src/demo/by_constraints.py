@@ -71,7 +71,8 @@ def turns_in(sessions: list[Session], group: str) -> list[Session]:
 
 
 def difference_by_group(grid: dict[int, tuple[list[Session], list[Session]]]) -> dict[str, dict]:
-    """Per group: the held-out turns it holds (per seed) and first − second on CSR and ISR."""
+    """Per group: the held-out turns it holds (the same under every seed: the sessions and their queries
+    are) and first − second on CSR and ISR over seeds × sessions."""
     seeds = sorted(grid)
     result = {}
     for name, _, _ in GROUPS:

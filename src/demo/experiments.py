@@ -383,8 +383,8 @@ def constraints_table(report: dict) -> list[str]:
     def rate(entry: dict) -> str:
         return f"{entry['rate']:.2f} [{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]"
 
-    lines = ["", (f"| constraints in play | sampled turns | direct valid | direct perfect | reverse perfect "
-                 f"| held-out turns | {claim} CSR | {claim} ISR |"), "|---|---|---|---|---|---|---|---|"]
+    lines = ["", (f"| constraints in play | sampled turns (all seeds) | direct valid | direct perfect | reverse perfect "
+                 f"| held-out turns (each seed) | {claim} CSR | {claim} ISR |"), "|---|---|---|---|---|---|---|---|"]
     for group in split["groups"]:
         table4, difference = split["table4"][group], split["difference"][group]
         lines.append(f"| {group} | {table4['turns']:,} | {rate(table4['direct']['valid'])} | "
