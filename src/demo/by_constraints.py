@@ -22,7 +22,7 @@ from pathlib import Path
 from rpo.eval.crossed import crossed_difference
 from rpo.eval.metrics import Session
 from rpo.utils.pairs.build import build_rpo_dataset
-from rpo.utils.pairs.efficiency import QUALITIES, Rates, SampleEfficiency
+from rpo.utils.pairs.efficiency import METHODS, QUALITIES, SampleEfficiency
 from scipy.stats import binomtest
 
 GROUPS = (("1-2", 1, 2), ("3-4", 3, 4), ("5+", 5, math.inf))
@@ -48,19 +48,18 @@ def wilson(hits: int, turns: int) -> list[float]:
 
 def table4_by_group(details: Sequence[Path]) -> dict[str, dict]:
     """Per group: turns, and per pairing method each quality's rate with its interval, pooled over seeds."""
-    pooled: dict[str, dict[str, Rates]] = {name: {"direct": Rates(), "reverse": Rates()} for name, _, _ in GROUPS}
+    pooled = SampleEfficiency()
     for detail in details:
-        tallies = efficiency(detail)
-        for method in ("direct", "reverse"):
-            for name, rates in tallies.grouped(method, group_of, [name for name, _, _ in GROUPS]).items():
-                pooled[name][method].turns += rates.turns
-                pooled[name][method].hits.update(rates.hits)
+        pooled.tally.update(efficiency(detail).tally)
+    names = [name for name, _, _ in GROUPS]
+    by_method = {method: pooled.grouped(method, group_of, names) for method in METHODS}
     return {
-        name: {"turns": methods["direct"].turns,
-               **{method: {quality: {"rate": round(rates.rates()[quality], 4),
-                                     "ci95": wilson(rates.hits[quality], rates.turns)} for quality in QUALITIES}
-                  for method, rates in methods.items()}}
-        for name, methods in pooled.items()
+        name: {"turns": by_method["direct"][name].turns,
+               **{method: {quality: {"rate": round(table[name].rates()[quality], 4),
+                                     "ci95": wilson(table[name].hits[quality], table[name].turns)}
+                           for quality in QUALITIES}
+                  for method, table in by_method.items()}}
+        for name in names
     }
 
 

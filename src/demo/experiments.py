@@ -17,6 +17,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -237,9 +238,10 @@ def power(differences: dict[str, dict]) -> dict[str, dict[str, int | None]] | No
                    for sessions in POWER_SESSIONS} for name, difference in differences.items()}
 
 
-def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> dict:
+def summarise(experiment: Experiment, results: dict[int, dict[str, dict]], details: Sequence[Path] = ()) -> dict:
     """Per seed and arm metrics; per arm mean, sd, 95% interval and paired difference to the reference;
-    claims. An arm that some seed could not build is summarised over the seeds that built it."""
+    claims; with the seeds' detail files and both DPO and RPO among the arms, the split by constraints in
+    play. An arm that some seed could not build is summarised over the seeds that built it."""
     seeds = sorted(results)
     shared = {}
     for seed in seeds:
@@ -281,6 +283,8 @@ def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> di
     report: dict = {"experiment": experiment.name, "question": experiment.question,
                     "reference": experiment.reference, "arms": arms, "claims": claims, "per_seed": per_seed,
                     "shared": shared}
+    if details and {"RPO", "DPO"} <= {arm.name for arm in experiment.arms}:
+        report["by_constraints"] = by_constraints(details, judged, "RPO", "DPO")
     if experiment.name == "online":
         curves = {seed: results[seed]["online"]["rounds"] for seed in seeds}
         report["curve"] = {str(seed): [{key: value for key, value in entry.items() if key != "judged"}
@@ -293,6 +297,12 @@ def summarise(experiment: Experiment, results: dict[int, dict[str, dict]]) -> di
 def built_arms(report: dict) -> dict[str, dict]:
     """The arms some seed built, in the experiment's order."""
     return {name: arm for name, arm in report["arms"].items() if arm["seeds"]}
+
+
+def interval_text(metric: str, difference: dict) -> str:
+    """`ISR +0.027 [-0.004, +0.058]`: a difference with its interval, for the printed table."""
+    low, high = difference["ci95"]
+    return f"{metric} {difference['diff']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def table(report: dict) -> str:
@@ -309,8 +319,7 @@ def table(report: dict) -> str:
         lines.append(f"{name:<10}not built for seeds {sorted(set(report['seeds']) - set(seeds))}")
     lines += ["", "paired difference, 95% interval over seeds × sessions:"]
     for claim in report["claims"]:
-        cells = "  ".join(f"{m} {d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-                          for m, d in (claim["difference"] or {}).items())
+        cells = "  ".join(interval_text(m, d) for m, d in (claim["difference"] or {}).items())
         lines.append(f"  {claim['claim']:<16} {cells}  -> {claim['verdict']}")
     if "by_constraints" in report:
         split = report["by_constraints"]
@@ -320,8 +329,7 @@ def table(report: dict) -> str:
             table4, difference = split["table4"][group], split["difference"][group]
             rates = "  ".join(f"{table4[method][quality]['rate']:.2f}" for method, quality in
                               (("direct", "valid"), ("direct", "perfect"), ("reverse", "perfect")))
-            cells = "  ".join(f"{m} {difference[m]['diff']:+.3f} [{difference[m]['ci95'][0]:+.3f}, "
-                              f"{difference[m]['ci95'][1]:+.3f}]" for m in ("CSR", "ISR"))
+            cells = "  ".join(interval_text(m, difference[m]) for m in ("CSR", "ISR"))
             lines.append(f"  {group:<4} {table4['turns']:>6} turns  {rates}  | {difference['turns']:>5} turns  {cells}")
     if "curve" in report:
         lines += ["", "online RPO per round (mean over seeds):"]
@@ -537,10 +545,7 @@ def main(name: str, seeds: str | int | tuple = "0,1,2", output_dir: str = "out/e
             held_out = len(parts.held_out)
             results[seed] = run_seed(experiment, parts, budget, jobs, rounds, keep)
             details.append(parts.detail)
-    report = summarise(experiment, results)
-    if {"RPO", "DPO"} <= {arm.name for arm in experiment.arms}:
-        judged = {seed: {arm: result["judged"]["own"] for arm, result in arms.items()} for seed, arms in results.items()}
-        report["by_constraints"] = by_constraints(details, judged, "RPO", "DPO")
+    report = summarise(experiment, results, details)
     report.update(seeds=seed_list, split=split, eval_sessions=held_out, quick=quick, budget=asdict(budget),
                   rounds=rounds if name == "online" else None, minutes=round((time.monotonic() - began) / 60, 2))
     write_json(output / f"{name}.json", report)

@@ -26,28 +26,24 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from rpo.eval.metrics import Session, paired_difference, ratio_parts
+from rpo.eval.metrics import Session, paired_difference, unit_influences
 from scipy.stats import t as student_t
 
 Pair = tuple[Session, Session]
 
 
 def influences(grid: Sequence[Sequence[Pair]], metric: str) -> tuple[float, list[list[float | None]]]:
-    """The pooled difference of `metric` and each unit's influence on it, seed by seed (None where a
-    system has no share of the metric, an unknown SSR)."""
-    parts = [[(ratio_parts(a, metric), ratio_parts(b, metric)) for a, b in row] for row in grid]
-    kept = [(a, b) for row in parts for a, b in row if a is not None and b is not None]
-    totals = [(sum(p[side][0] for p in kept), sum(p[side][1] for p in kept)) for side in (0, 1)]
-    if not kept or not totals[0][1] or not totals[1][1]:
+    """The pooled difference of `metric` and each unit's influence on it (`unit_influences`), seed by seed
+    (None where a system has no share of the metric, an unknown SSR, or where nothing pools)."""
+    pooled = unit_influences([pair for row in grid for pair in row], metric)
+    if pooled is None:
         return 0.0, [[None for _ in row] for row in grid]
-    rates = [x / n for x, n in totals]
-    mean_n = [n / len(kept) for _, n in totals]
-    table = [
-        [None if a is None or b is None else (a[0] - rates[0] * a[1]) / mean_n[0] - (b[0] - rates[1] * b[1]) / mean_n[1]
-         for a, b in row]
-        for row in parts
-    ]
-    return rates[0] - rates[1], table
+    diff, flat = pooled
+    rows, start = [], 0
+    for row in grid:
+        rows.append(flat[start : start + len(row)])
+        start += len(row)
+    return diff, rows
 
 
 def clustered(sums: list[float], units: int) -> float:

@@ -114,26 +114,41 @@ def ratio_parts(session: Session, metric: str) -> tuple[float, float] | None:
     raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
 
 
+def unit_influences(pairs: Sequence[tuple[Session, Session]], metric: str) -> tuple[float, list[float | None]] | None:
+    """The first system's `metric` minus the second's over the same units, and each unit's influence on it.
+
+    Both metrics are pooled ratios Σx / Σn; by the delta method a unit moves the difference by
+    u = (x₁ − R₁n₁)/n̄₁ − (x₂ − R₂n₂)/n̄₂. A unit where either system has no share (an unknown SSR)
+    has no influence (None). None when either system has nothing to pool.
+    """
+    parts = [(ratio_parts(first, metric), ratio_parts(second, metric)) for first, second in pairs]
+    kept = [(a, b) for a, b in parts if a is not None and b is not None]
+    totals = [(sum(p[side][0] for p in kept), sum(p[side][1] for p in kept)) for side in (0, 1)]
+    if not kept or not totals[0][1] or not totals[1][1]:
+        return None
+    rates = [x / n for x, n in totals]
+    mean_n = [n / len(kept) for _, n in totals]
+    influence = [
+        None if a is None or b is None else (a[0] - rates[0] * a[1]) / mean_n[0] - (b[0] - rates[1] * b[1]) / mean_n[1]
+        for a, b in parts
+    ]
+    return rates[0] - rates[1], influence
+
+
 def paired_difference(pairs: Sequence[tuple[Session, Session]], metric: str) -> dict[str, Any]:
     """`metric` of the first system minus that of the second over the same units, with a 95% interval.
 
     Each pair is one unit (a session, or a seed × session) answered by both systems, so the
-    interval reflects what the two have in common. Both metrics are pooled ratios Σx / Σn; by the
-    delta method a unit moves the difference by u = (x₁ − R₁n₁)/n̄₁ − (x₂ − R₂n₂)/n̄₂, and the interval
-    is the difference ± 1.96 · sd(u) / √N. Units where either system has no share (an unknown SSR)
-    are left out of that metric.
+    interval reflects what the two have in common: the difference ± 1.96 · sd(u) / √N over the
+    units' influences u (`unit_influences`). Units where either system has no share (an unknown
+    SSR) are left out of that metric.
     """
-    parts = [(ratio_parts(first, metric), ratio_parts(second, metric)) for first, second in pairs]
-    kept = [(a, b) for a, b in parts if a is not None and b is not None]
-    if not kept or not sum(a[1] for a, _ in kept) or not sum(b[1] for _, b in kept):
-        return {"diff": 0.0, "ci95": [0.0, 0.0], "units": len(kept)}
-    units = len(kept)
-    totals = [(sum(p[side][0] for p in kept), sum(p[side][1] for p in kept)) for side in (0, 1)]
-    rates = [x / n for x, n in totals]
-    mean_n = [n / units for _, n in totals]
-    influence = [
-        (a[0] - rates[0] * a[1]) / mean_n[0] - (b[0] - rates[1] * b[1]) / mean_n[1] for a, b in kept
-    ]
-    diff = rates[0] - rates[1]
+    pooled = unit_influences(pairs, metric)
+    if pooled is None:
+        kept = sum(ratio_parts(a, metric) is not None and ratio_parts(b, metric) is not None for a, b in pairs)
+        return {"diff": 0.0, "ci95": [0.0, 0.0], "units": kept}
+    diff, influences = pooled
+    influence = [u for u in influences if u is not None]
+    units = len(influence)
     half = Z95 * statistics.stdev(influence) / math.sqrt(units) if units > 1 else 0.0
     return {"diff": round(diff, 4), "ci95": [round(diff - half, 4), round(diff + half, 4)], "units": units}

@@ -27,6 +27,7 @@ from itertools import combinations
 from rpo.utils.text_table import table
 
 QUALITIES = ("valid", "dominated", "perfect")
+METHODS = {"direct": 1, "reverse": 2}  # each method's flags in a tally key
 BUCKETS = ("<5", ">=5")
 
 
@@ -84,7 +85,7 @@ class SampleEfficiency:
     a turn (pair construction adds one per turn of its input); `direct` and `reverse` derive the rates.
     """
 
-    tally: Counter[tuple[bool, Flags, Flags]] = field(default_factory=Counter)
+    tally: Counter[tuple[int, Flags, Flags]] = field(default_factory=Counter)
 
     def add_turn(self, n_constraints: int, direct: Flags, reverse: Flags) -> None:
         self.tally[(n_constraints, direct, reverse)] += 1
@@ -92,20 +93,20 @@ class SampleEfficiency:
     @property
     def direct(self) -> dict[str, Rates]:
         """Direct pairing's rates: "all" and per bucket of `bucket`."""
-        return self._rates(1)
+        return self._rates("direct")
 
     @property
     def reverse(self) -> dict[str, Rates]:
         """Reversed pairing's rates: "all" and per bucket of `bucket`."""
-        return self._rates(2)
+        return self._rates("reverse")
 
-    def _rates(self, method: int) -> dict[str, Rates]:
-        return {"all": self.grouped(method, lambda _: "all", ("all",))["all"], **self.grouped(method, bucket, BUCKETS)}
+    def _rates(self, method: str) -> dict[str, Rates]:
+        return {**self.grouped(method, lambda _: "all", ("all",)), **self.grouped(method, bucket, BUCKETS)}
 
-    def grouped(self, method: int | str, group: Callable[[int], str], names: Sequence[str]) -> dict[str, Rates]:
-        """Rates of one method ("direct"/1 or "reverse"/2) per group (one of `names`) of the number of
+    def grouped(self, method: str, group: Callable[[int], str], names: Sequence[str]) -> dict[str, Rates]:
+        """Rates of one method ("direct" or "reverse") per group (one of `names`) of the number of
         constraints in play; a group without turns has empty rates."""
-        index = {"direct": 1, "reverse": 2}.get(method, method)  # type: ignore[call-overload]
+        index = METHODS[method]
         table = {name: Rates() for name in names}
         for key, count in self.tally.items():
             table[group(key[0])].add(key[index], count)
