@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from rpo.demo import experiments
 from rpo.demo.arms import EmptyArmData, SeedParts, arm_dataset
 from rpo.demo.by_constraints import difference_by_group, efficiency, group_of, table4_by_group, turns_in
@@ -23,6 +24,7 @@ from rpo.demo.experiments import (
     chunks,
     claim_verdict,
     figure_data,
+    figure_digest,
     interval_over_sessions,
     readme_tables,
     run_seed,
@@ -209,6 +211,12 @@ def test_readme_tables_and_figure_show_the_json(runs):
                         for claim in report["claims"] for m in METRICS]
             assert power_rows == expected
         if "by_constraints" in report:
+            seed_rows = extra.pop(0)[1:]
+            assert [row[0] for row in seed_rows] == [str(seed) for seed in report["seeds"]]
+            for row, arms in zip(seed_rows, report["per_seed"].values()):
+                assert row[1:4] == [f"{100 * (arms['RPO'][m] - arms['DPO'][m]):+.1f}".replace("-", "\u2212")
+                                    for m in METRICS]
+                assert row[4] == f"{arms['DPO']['records']:,} / {arms['RPO']['records']:,}"
             split = report["by_constraints"]
             constraint_rows = extra.pop(0)[1:]
             assert [row[0] for row in constraint_rows] == ["1-2", "3-4", "5+"]
@@ -237,7 +245,9 @@ def test_readme_tables_and_figure_show_the_json(runs):
         else:
             assert data["arms"] == {arm_name: {m: {"value": arm[m], "ci95": arm["ci95"][m]} for m in METRICS}
                                     for arm_name, arm in report["arms"].items()}
-        assert (base / "out" / f"{name}.png").stat().st_size > 10_000
+        with Image.open(base / "out" / f"{name}.png") as png:
+            assert png.text["Description"] == f"figure_data sha256 {figure_digest(report)}"
+            assert png.size[0] > 1000
 
 
 def test_arms_share_one_base_and_one_held_out_set_across_experiments(runs):

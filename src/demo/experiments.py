@@ -12,6 +12,7 @@ a figure (`{output_dir}/NAME.png`, or `--figure_path`; a run changes no tracked 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -359,7 +360,7 @@ def readme_tables(report: dict) -> str:
         differences = claim["difference"]
         cells = " | ".join(interval_points(differences[m]) if differences else "—" for m in METRIC_NAMES)
         lines.append(f"| {claim['claim']} | {cells} | {claim['verdict']} |")
-    return "\n".join(lines + power_table(report) + constraints_table(report)) + "\n"
+    return "\n".join(lines + power_table(report) + per_seed_table(report) + constraints_table(report)) + "\n"
 
 
 def interval_points(difference: dict) -> str:
@@ -378,6 +379,21 @@ def power_table(report: dict) -> list[str]:
         low, high = claim["difference"][metric]["ci95"]
         needed = " / ".join(str(count) if count is not None else "> 1,000" for count in counts.values())
         lines.append(f"| {claim['claim']} | {metric} | {50 * (high - low):.1f} | {needed} |")
+    return lines
+
+
+def per_seed_table(report: dict) -> list[str]:
+    """The split claim's difference seed by seed, with both arms' training records (Markdown lines;
+    methods only): how far the seeds spread is what the interval over seeds × sessions counts."""
+    if "by_constraints" not in report:
+        return []
+    better, worse = report["by_constraints"]["claim"].split(" > ")
+    header = " | ".join(f"{better} − {worse} {m}" for m in METRIC_NAMES)
+    lines = ["", f"| seed | {header} | {worse} / {better} records |", "|---|" + "---|" * (len(METRIC_NAMES) + 1)]
+    for seed, arms in report["per_seed"].items():
+        if better in arms and worse in arms:
+            cells = " | ".join(points(arms[better][m] - arms[worse][m]) for m in METRIC_NAMES)
+            lines.append(f"| {seed} | {cells} | {arms[worse]['records']:,} / {arms[better]['records']:,} |")
     return lines
 
 
@@ -434,6 +450,11 @@ def figure_data(report: dict) -> dict:
     return data
 
 
+def figure_digest(report: dict) -> str:
+    """SHA-256 of what the figure draws; stored in the PNG so a copy can be traced to its report."""
+    return hashlib.sha256(json.dumps(figure_data(report), sort_keys=True).encode()).hexdigest()
+
+
 def error_bars(entries: list[dict]) -> list[list[float]]:
     """Matplotlib's asymmetric `yerr`/`xerr` for values with their intervals."""
     return [[e["value"] - e["ci95"][0] for e in entries], [e["ci95"][1] - e["value"] for e in entries]]
@@ -482,7 +503,7 @@ def figure(report: dict, path: Path) -> None:
                  + (" (QUICK: smoke test)" if report["quick"] else ""), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Description": f"figure_data sha256 {figure_digest(report)}"})
     plt.close(fig)
 
 
@@ -546,6 +567,8 @@ def main(name: str, seeds: str | int | tuple = "0,1,2", output_dir: str = "out/e
             results[seed] = run_seed(experiment, parts, budget, jobs, rounds, keep)
             details.append(parts.detail)
     report = summarise(experiment, results, details)
+    for entry in report["shared"].values():  # the report holds no path of this machine
+        entry["base"] = os.path.relpath(entry["base"], output)
     report.update(seeds=seed_list, split=split, eval_sessions=held_out, quick=quick, budget=asdict(budget),
                   rounds=rounds if name == "online" else None, minutes=round((time.monotonic() - began) / 60, 2))
     write_json(output / f"{name}.json", report)
